@@ -1,0 +1,48 @@
+"""Plugin: ``POST /v1/activations`` (license key) and ``DELETE /v1/activations/current`` (token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ai_credits import services
+from ai_credits.api import create_app, json_response, now
+from ai_credits.models import ActivationRequest, ActivationResponse
+from ai_credits.observability import logger, metrics
+
+app = create_app()
+
+
+@app.post(
+    "/v1/activations",
+    summary="Activate a site",
+    responses={201: {"description": "activated"}, 200: {"description": "already active: token rotated"}},
+    tags=["plugin"],
+)
+def activate(request: Annotated[ActivationRequest, Body()]) -> Response[ActivationResponse]:
+    activation = services.activate(request, now())
+    if activation.created:
+        metrics.add_metric(name=f"Activations_{activation.response.environment}", unit=MetricUnit.Count, value=1)
+    return json_response(201 if activation.created else 200, activation.response.model_dump())
+
+
+@app.delete(
+    "/v1/activations/current",
+    summary="Deactivate the site of this activation token",
+    responses={204: {"description": "deactivated"}},
+    tags=["plugin"],
+)
+def deactivate() -> Response[None]:
+    services.deactivate(app.current_event.headers.get("authorization"), now())
+    return Response(status_code=204)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,37 @@
+"""Plugin: ``POST /v1/consume`` — spend credits exactly once per ``request_id``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ai_credits import services
+from ai_credits.api import create_app, json_response, now
+from ai_credits.models import ConsumeRequest, ConsumeResponse
+from ai_credits.observability import logger, metrics
+
+app = create_app()
+
+
+@app.post(
+    "/v1/consume",
+    summary="Spend credits",
+    responses={402: {"description": "amount larger than remaining"}},
+    tags=["plugin"],
+)
+def consume(request: Annotated[ConsumeRequest, Body()]) -> Response[ConsumeResponse]:
+    result = services.consume(app.current_event.headers.get("authorization"), request, now())
+    if not result.replayed:
+        metrics.add_metric(name="CreditsConsumed", unit=MetricUnit.Count, value=result.consumed)
+    return json_response(200, result.model_dump())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,41 @@
+"""Plugin: ``GET /v1/balance`` — what the refresh icon in *Manage Plan* calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ai_credits import services
+from ai_credits.api import create_app, etag_matches, json_response, now
+from ai_credits.models import BalanceResponse
+from ai_credits.observability import logger, metrics
+
+app = create_app()
+
+
+@app.get(
+    "/v1/balance",
+    summary="The site's and the license's credits (strongly consistent)",
+    responses={
+        200: {"description": "the balance", "content": {"application/json": {"model": BalanceResponse}}},
+        304: {"description": "not modified since the ETag sent in If-None-Match"},
+    },
+    tags=["plugin"],
+)
+def get_balance():  # type: ignore[no-untyped-def]  # unannotated: Powertools would validate a 304 against the 200 model
+    headers = app.current_event.headers
+    body = services.balance(headers.get("authorization"), now()).model_dump()
+    etag = services.etag_of(body)
+    cache_headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag_matches(headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=cache_headers)
+    return json_response(200, body, cache_headers)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,36 @@
+"""Billing: ``PUT /v1/admin/licenses/{license_id}`` (IAM-authorized by the HTTP API)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ai_credits import services
+from ai_credits.api import create_app, json_response, now
+from ai_credits.models import LicenseId, ProvisionRequest, ProvisionResponse
+from ai_credits.observability import logger, metrics
+
+app = create_app()
+
+
+@app.put(
+    "/v1/admin/licenses/<license_id>",
+    summary="Create or update a license",
+    responses={201: {"description": "created"}, 200: {"description": "updated"}},
+    tags=["billing"],
+)
+def put_license(
+    license_id: Annotated[LicenseId, Path()], request: Annotated[ProvisionRequest, Body()]
+) -> Response[ProvisionResponse]:
+    created, view = services.provision_license(license_id, request, now())
+    return json_response(201 if created else 200, view.model_dump())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,101 @@
+"""HTTP plumbing shared by the handlers: the resolver, the one error table, request helpers.
+
+Every error leaves as ``application/problem+json`` (RFC 9457) with the contract's ``code``;
+the status comes from the domain exception's class (``ai_credits.errors``), never from
+message text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from ai_credits.clock import format_timestamp, utc_now
+from ai_credits.errors import DomainError, Unavailable
+from ai_credits.observability import logger
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://ai-credits.dev/problems/"
+
+
+def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> Response:
+    body = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    body.update(extra)
+    return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def strict_json_loads(text: str) -> Any:
+    """``json.loads`` that refuses what RFC 8259 refuses (NaN, Infinity) and duplicate keys,
+    so that two readers of one body can never see two different requests."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as error:
+        if isinstance(error, json.JSONDecodeError):
+            raise
+        raise json.JSONDecodeError(str(error), text, 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+def _domain_error(error: DomainError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable) else None
+    if error.status >= 500:
+        logger.warning("request failed", extra={"code": error.code, "detail": error.detail})
+    return problem(error.status, error.code, error.title, error.detail, headers=headers, **error.extra)
+
+
+def _validation_error(error: RequestValidationError) -> Response:
+    details = error.errors()
+    if any(detail.get("type") == "json_invalid" for detail in details):
+        return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
+    # Never echo the input: a field may be a license key.
+    errors = [
+        {"loc": [str(part) for part in detail.get("loc", ())], "type": detail.get("type", ""),
+         "msg": detail.get("msg", "")}
+        for detail in details
+    ]
+    summary = "; ".join(f"{'.'.join(item['loc'][1:]) or 'body'}: {item['msg']}" for item in errors[:5])
+    return problem(422, "validation_error", "Validation error", summary or "invalid request", errors=errors)
+
+
+def create_app() -> APIGatewayHttpResolver:
+    """A resolver with validation, strict JSON and the contract's error table installed."""
+    app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=strict_json_loads)
+    app.exception_handler(DomainError)(_domain_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.not_found(lambda _error: problem(404, "not_found", "Not found", "no such route"))
+    return app
+
+
+def now() -> str:
+    """The request's "now", taken once per request by the handler and passed down."""
+    return format_timestamp(utc_now())
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: weak comparison; ``*`` matches any current representation."""
+    if not if_none_match:
+        return False
+    candidates = [candidate.strip() for candidate in if_none_match.split(",")]
+    return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)

@@ -1,0 +1,172 @@
+"""Request and response bodies of the HTTP API (API.md, "Routes"), as pydantic models.
+
+The handlers validate with them and Powertools builds the OpenAPI document from them.
+Amounts are strict JSON integers: ``5``, never ``"5"``, ``5.0`` or ``true``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from ai_credits.clock import format_timestamp, parse_timestamp
+from ai_credits.domain import Environment, Plan, Status
+
+MAX_CONSUME = 1_000_000
+MAX_CREDITS = 1_000_000_000
+
+WpEnvironment = Literal["production", "staging", "development", "local"]
+LicenseId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["lic_8f2k3"])]
+RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", examples=["import-4711:item-9"])]
+CreditAmount = Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
+ConsumeAmount = Annotated[StrictInt, Field(ge=1, le=MAX_CONSUME, examples=[5])]
+SiteUrl = Annotated[str, Field(min_length=1, max_length=2048, examples=["https://www.example.com/blog/"])]
+
+
+def _normalize_timestamp(text: str) -> str:
+    try:
+        return format_timestamp(parse_timestamp(text))
+    except ValueError as error:
+        raise ValueError(f"not an RFC 3339 timestamp with a time zone: {error}") from None
+
+
+Timestamp = Annotated[
+    str,
+    Field(max_length=40, examples=["2026-11-25T09:00:00Z"]),
+    AfterValidator(_normalize_timestamp),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", defer_build=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+
+# -- plugin -------------------------------------------------------------------------------
+
+
+class ActivationRequest(BaseModel):
+    # Plugins of other versions may send more fields: ignored, not refused.
+    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
+
+    license_key: Annotated[str, Field(min_length=1, max_length=256)]
+    site_url: SiteUrl
+    environment: WpEnvironment = Field(description="WordPress's wp_get_environment_type()")
+    network: StrictBool = Field(default=False, description="network-activated on a Multisite")
+
+
+class SiteCredits(_Response):
+    allocated: int
+    used: int
+    remaining: int
+
+
+class ActivationResponse(_Response):
+    activation_token: str = Field(description="Returned once; send it as 'Authorization: Bearer <token>'.")
+    site: str
+    environment: Environment
+    network: bool
+    license_id: str
+    credits: SiteCredits
+
+
+class ConsumeRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
+
+    amount: ConsumeAmount
+    request_id: RequestId
+    feature: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    subsite_url: SiteUrl | None = Field(default=None, description="the sub-site of a network activation")
+
+
+class ConsumeResponse(_Response):
+    request_id: str
+    consumed: int
+    remaining: int
+    replayed: bool
+
+
+class LicenseSummary(_Response):
+    license_id: str
+    plan: Plan
+    status: Status
+    term_start: str
+    term_end: str
+    credits_total: int
+    allocated: int
+    unallocated: int
+
+
+class BalanceSite(_Response):
+    site: str
+    environment: Environment
+    network: bool
+    allocated: int
+    used: int
+    remaining: int
+
+
+class BalanceResponse(_Response):
+    license: LicenseSummary
+    site: BalanceSite
+    needs_allocation: bool
+
+
+# -- portal and billing -------------------------------------------------------------------
+
+
+class CreditsSite(_Response):
+    site: str
+    environment: Environment
+    network: bool
+    active: bool
+    allocated: int
+    used: int
+    remaining: int
+    activated_at: str
+
+
+class CreditsView(_Response):
+    """The *Manage AI Credits* screen; also what provisioning answers."""
+
+    license_id: str
+    plan: Plan
+    status: Status
+    term_start: str
+    term_end: str
+    credits_total: int
+    allocated: int
+    unallocated: int
+    needs_allocation: bool
+    sites: list[CreditsSite]
+
+
+class ImportedActivation(_Request):
+    site_url: SiteUrl
+    environment: WpEnvironment
+    network: StrictBool = False
+
+
+class ProvisionRequest(_Request):
+    license_key: Annotated[str, Field(min_length=8, max_length=256)]
+    account_id: Annotated[str, Field(min_length=1, max_length=128)]
+    plan: Plan
+    site_limit: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    credits_per_term: CreditAmount
+    term_months: Annotated[StrictInt, Field(ge=1, le=120)] = 12
+    term_start: Timestamp
+    term_end: Timestamp
+    expires_at: Timestamp
+    activations: Annotated[list[ImportedActivation], Field(max_length=1000)] | None = None
+
+
+class ProvisionResponse(CreditsView):
+    account_id: str
+    site_limit: int
+    credits_per_term: int
+    term_months: int
+    expires_at: str

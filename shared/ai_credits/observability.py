@@ -1,0 +1,13 @@
+"""The one Logger and Metrics of every function (STYLE.md habit 6).
+
+Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE
+(set in template.yaml). Nothing here logs a request body or an Authorization header:
+license keys and tokens never reach the logs.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+
+logger = Logger()
+metrics = Metrics()

@@ -1,0 +1,489 @@
+"""The use cases: one function each. Load -> decide with ``rules`` -> one conditional write.
+
+Every function takes ``now`` (an RFC 3339 string) instead of reading a clock, raises only
+``ai_credits.errors`` exceptions for what the caller did wrong, and never enforces a limit with
+a read alone: the write's conditions do (``store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ai_credits import rules, store
+from ai_credits.credentials import ActivationToken, bearer_token, new_activation_token, parse_activation_token
+from ai_credits.domain import Environment, License, Site, SiteEntry
+from ai_credits.errors import (
+    ActivationLimitReached,
+    IdempotencyConflict,
+    InsufficientCredits,
+    LicenseExpired,
+    LicenseKeyInUse,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    field_error,
+)
+from ai_credits.models import (
+    ActivationRequest,
+    ActivationResponse,
+    BalanceResponse,
+    BalanceSite,
+    ConsumeRequest,
+    ConsumeResponse,
+    CreditsSite,
+    CreditsView,
+    LicenseSummary,
+    ProvisionRequest,
+    ProvisionResponse,
+    SiteCredits,
+)
+
+# A decision made on a read is retried on fresh values this many times when a concurrent
+# write got there first (the write's conditions noticed).
+STALE_RETRIES = 5
+
+_WP_TO_CLASSIFY = {"production": "production", "staging": "staging", "development": "development", "local": "local"}
+
+
+def _site_key(raw: str, field: tuple[str, ...]) -> str:
+    try:
+        return rules.normalize_site_url(raw)
+    except rules.InvalidSiteUrl as error:
+        raise field_error(field, "site_url", str(error)) from None
+
+
+def _authenticate(authorization: str | None) -> ActivationToken:
+    """The activation token of an ``Authorization: Bearer <token>`` header, or 401."""
+    credentials = bearer_token(authorization)
+    token = parse_activation_token(credentials) if credentials else None
+    if token is None:
+        raise Unauthorized("a valid activation token is required (Authorization: Bearer <token>)")
+    return token
+
+
+def _refuse_bad_token() -> Unauthorized:
+    return Unauthorized("the activation token is not valid (revoked, rotated or unknown)")
+
+
+# -- views --------------------------------------------------------------------------------
+
+
+def _summary(license_: License, now: str) -> LicenseSummary:
+    return LicenseSummary(
+        license_id=license_.license_id,
+        plan=license_.plan,
+        status=rules.license_status(license_, now),
+        term_start=license_.term_start,
+        term_end=license_.term_end,
+        credits_total=license_.credits_total,
+        allocated=license_.allocated,
+        unallocated=license_.unallocated,
+    )
+
+
+def credits_view(license_: License, sites: list[Site], now: str) -> CreditsView:
+    """The *Manage AI Credits* figures: ``allocated`` sums every listed site, active or not."""
+    listed = sorted(sites, key=lambda site: site.site)
+    return CreditsView(
+        **_summary(license_, now).model_dump(exclude={"allocated"}),
+        allocated=sum(site.allocated for site in listed),
+        needs_allocation=license_.needs_allocation,
+        sites=[
+            CreditsSite(
+                site=site.site,
+                environment=site.environment,
+                network=site.network,
+                active=site.active,
+                allocated=site.allocated,
+                used=site.used,
+                remaining=site.remaining,
+                activated_at=site.activated_at,
+            )
+            for site in listed
+        ],
+    )
+
+
+# -- billing: provisioning ----------------------------------------------------------------
+
+
+def _imported_sites(request: ProvisionRequest) -> list[rules.ImportedSite]:
+    imported: dict[str, rules.ImportedSite] = {}
+    for index, activation in enumerate(request.activations or []):
+        field = ("body", "activations", str(index), "site_url")
+        site = _site_key(activation.site_url, field)
+        if site in imported:
+            raise field_error(field, "duplicate_site", f"{site} is listed twice")
+        environment = rules.classify_environment(site, activation.environment)
+        imported[site] = rules.ImportedSite(site=site, environment=environment, network=activation.network)
+    return list(imported.values())
+
+
+def _check_import_limit(sites: list[rules.ImportedSite], site_limit: int) -> None:
+    live = sum(1 for site in sites if site.environment == "live")
+    if live > site_limit:
+        raise ActivationLimitReached(
+            f"{live} live activations exceed the license's site_limit of {site_limit}"
+        )
+
+
+def _check_term(request: ProvisionRequest) -> None:
+    if request.term_end <= request.term_start:
+        raise field_error(("body", "term_end"), "term_order", "term_end must be after term_start")
+
+
+def provision_license(license_id: str, request: ProvisionRequest, now: str) -> tuple[bool, ProvisionResponse]:
+    """Create or update a license (``True`` when created). Imports activations by rule 7.
+
+    An update never loses usage or allocations: counters and sites stay; a new
+    ``credits_per_term`` applies from the next term; ``term_start``/``term_end`` are taken only
+    while the stored term is the same one (the renew function owns terms); activations not yet
+    known are added with 0 credits.
+    """
+    from ai_credits.credentials import hash_license_key  # noqa: PLC0415
+
+    _check_term(request)
+    imported = _imported_sites(request)
+    key_hash = hash_license_key(request.license_key)
+    for _ in range(STALE_RETRIES):
+        existing, existing_sites = store.get_license_with_sites(license_id)
+        try:
+            if existing is None:
+                _create_license(license_id, request, key_hash, imported, now)
+                created = True
+            else:
+                _update_license(existing, existing_sites, request, key_hash, imported, now)
+                created = False
+        except store.StaleLicense:
+            continue
+        except store.KeyTaken:
+            raise LicenseKeyInUse("another license already holds this license key") from None
+        license_, sites = store.get_license_with_sites(license_id)
+        assert license_ is not None  # written just above; deletes do not exist
+        view = credits_view(license_, sites, now)
+        return created, ProvisionResponse(
+            **view.model_dump(),
+            account_id=license_.account_id,
+            site_limit=license_.site_limit,
+            credits_per_term=license_.credits_per_term,
+            term_months=license_.term_months,
+            expires_at=license_.expires_at,
+        )
+    raise Unavailable("the license is being changed concurrently; retry shortly")
+
+
+def _imported_site(license_id: str, site: rules.ImportedSite, allocated: int, now: str) -> Site:
+    return Site(
+        license_id=license_id,
+        site=site.site,
+        environment=site.environment,
+        network=site.network,
+        active=True,
+        allocated=allocated,
+        used=0,
+        remaining=allocated,
+        activated_at=now,
+    )
+
+
+def _create_license(
+    license_id: str, request: ProvisionRequest, key_hash: str, imported: list[rules.ImportedSite], now: str
+) -> None:
+    _check_import_limit(imported, request.site_limit)
+    allocations, needs_allocation = rules.import_allocations(request.plan, request.credits_per_term, imported)
+    license_ = License(
+        license_id=license_id,
+        account_id=request.account_id,
+        plan=request.plan,
+        site_limit=request.site_limit,
+        credits_per_term=request.credits_per_term,
+        term_months=request.term_months,
+        term_start=request.term_start,
+        term_end=request.term_end,
+        expires_at=request.expires_at,
+        credits_total=request.credits_per_term,
+        unallocated=request.credits_per_term - sum(allocations.values()),
+        needs_allocation=needs_allocation,
+        key_hash=key_hash,
+        version=1,
+        sites={site.site: SiteEntry(site.environment, site.network, active=True) for site in imported},
+    )
+    sites = [_imported_site(license_id, site, allocations[site.site], now) for site in imported]
+    store.write_new_license(license_, sites)
+
+
+def _update_license(
+    existing: License,
+    existing_sites: list[Site],
+    request: ProvisionRequest,
+    key_hash: str,
+    imported: list[rules.ImportedSite],
+    now: str,
+) -> None:
+    new_sites = [site for site in imported if site.site not in existing.sites]
+    live_after = existing.live_active + sum(1 for site in new_sites if site.environment == "live")
+    if new_sites and live_after > request.site_limit:
+        raise ActivationLimitReached(
+            f"{live_after} live activations would exceed the license's site_limit of {request.site_limit}"
+        )
+    same_term = request.term_start == existing.term_start
+    updated = replace(
+        existing,
+        account_id=request.account_id,
+        plan=request.plan,
+        site_limit=request.site_limit,
+        credits_per_term=request.credits_per_term,
+        term_months=request.term_months,
+        term_end=request.term_end if same_term else existing.term_end,
+        expires_at=request.expires_at,
+        key_hash=key_hash,
+        sites={
+            **existing.sites,
+            **{site.site: SiteEntry(site.environment, site.network, active=True) for site in new_sites},
+        },
+    )
+    store.write_license_update(
+        existing,
+        updated,
+        [_imported_site(existing.license_id, site, 0, now) for site in new_sites],
+        [site.site for site in existing_sites],
+    )
+
+
+# -- plugin: activation -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    created: bool
+    response: ActivationResponse
+
+
+def activate(request: ActivationRequest, now: str) -> Activation:
+    """``POST /v1/activations``: activate a site, or rotate the token of an active one."""
+    from ai_credits.credentials import hash_license_key  # noqa: PLC0415
+
+    site = _site_key(request.site_url, ("body", "site_url"))
+    environment = rules.classify_environment(site, request.environment)
+    license_ = store.find_license_by_key_hash(hash_license_key(request.license_key))
+    if license_ is None:
+        raise NotFound("no license has this license key")
+    for _ in range(STALE_RETRIES):
+        if rules.is_expired(license_.expires_at, now):
+            raise LicenseExpired(f"the license expired at {license_.expires_at}")
+        try:
+            return _activate_on(license_, site, environment, request.network, now)
+        except store.StaleLicense as stale:
+            if stale.current is None or stale.current.key_hash != license_.key_hash:
+                raise NotFound("no license has this license key") from None
+            license_ = stale.current
+        except store.ConditionFailed:
+            # The site was deactivated or the license changed between the read and the write.
+            refreshed = store.get_license(license_.license_id)
+            if refreshed is None:
+                raise NotFound("no license has this license key") from None
+            license_ = refreshed
+    raise Unavailable("the license is being changed concurrently; retry shortly")
+
+
+def _activate_on(license_: License, site: str, environment: Environment, network: bool, now: str) -> Activation:
+    try:
+        plan = rules.plan_activation(license_, site, environment, network)
+    except rules.ActivationLimit as error:
+        raise ActivationLimitReached(str(error)) from None
+    token, token_hash = new_activation_token(license_.license_id, site)
+    previous = license_.sites.get(site)
+    if previous is not None and previous.active and plan.entry == previous and not plan.changes_license:
+        rotated = store.rotate_token(license_.license_id, site, token_hash, now)
+        return Activation(created=False, response=_activation_response(token, rotated))
+
+    updated = replace(
+        license_,
+        unallocated=license_.unallocated - plan.auto_allocate,
+        needs_allocation=plan.needs_allocation,
+        sites={**license_.sites, site: plan.entry},
+    )
+    if previous is not None and previous.active:
+        # Same site, but its environment or network changed: the license records it too.
+        store.write_activation(license_, updated, _site_placeholder(license_, site, environment, network, token_hash, now), True, now)
+        current = store.get_site(license_.license_id, site)
+        assert current is not None
+        return Activation(created=False, response=_activation_response(token, current))
+
+    used = previous.used if previous is not None else 0
+    allocated = used + plan.auto_allocate if previous is not None else plan.auto_allocate
+    activated = Site(
+        license_id=license_.license_id,
+        site=site,
+        environment=environment,
+        network=network,
+        active=True,
+        allocated=allocated,
+        used=used,
+        remaining=allocated - used,
+        activated_at=now,
+        token_hash=token_hash,
+    )
+    store.write_activation(license_, updated, activated, previous is not None, now)
+    return Activation(created=True, response=_activation_response(token, activated))
+
+
+def _site_placeholder(
+    license_: License, site: str, environment: Environment, network: bool, token_hash: str, now: str
+) -> Site:
+    """The fields an update of an existing site sets (its counters are changed relatively)."""
+    return Site(
+        license_id=license_.license_id,
+        site=site,
+        environment=environment,
+        network=network,
+        active=True,
+        allocated=0,
+        used=0,
+        remaining=0,
+        activated_at=now,
+        token_hash=token_hash,
+    )
+
+
+def _activation_response(token: str, site: Site) -> ActivationResponse:
+    return ActivationResponse(
+        activation_token=token,
+        site=site.site,
+        environment=site.environment,
+        network=site.network,
+        license_id=site.license_id,
+        credits=SiteCredits(allocated=site.allocated, used=site.used, remaining=site.remaining),
+    )
+
+
+def deactivate(authorization: str | None, now: str) -> None:
+    """``DELETE /v1/activations/current``: the rest of the allocation returns to ``unallocated``."""
+    token = _authenticate(authorization)
+    for _ in range(STALE_RETRIES):
+        license_, site = store.get_license_and_site(token.license_id, token.site)
+        if license_ is None or site is None or not site.active or not token.matches(site.token_hash):
+            raise _refuse_bad_token()
+        previous = license_.sites[site.site]
+        updated = replace(
+            license_,
+            unallocated=license_.unallocated + site.remaining,
+            sites={**license_.sites, site.site: replace(previous, active=False, used=site.used)},
+        )
+        try:
+            store.write_deactivation(license_, updated, site, now)
+            return
+        except (store.StaleLicense, store.ConditionFailed):
+            continue
+    raise Unavailable("the site is being changed concurrently; retry shortly")
+
+
+# -- plugin: balance ----------------------------------------------------------------------
+
+
+def balance(authorization: str | None, now: str) -> BalanceResponse:
+    """``GET /v1/balance``: one strongly consistent read of the license and the site."""
+    token = _authenticate(authorization)
+    license_, site = store.get_license_and_site(token.license_id, token.site)
+    if license_ is None or site is None or not site.active or not token.matches(site.token_hash):
+        raise _refuse_bad_token()
+    return BalanceResponse(
+        license=_summary(license_, now),
+        site=BalanceSite(
+            site=site.site,
+            environment=site.environment,
+            network=site.network,
+            allocated=site.allocated,
+            used=site.used,
+            remaining=site.remaining,
+        ),
+        needs_allocation=license_.needs_allocation,
+    )
+
+
+def etag_of(body: dict[str, Any]) -> str:
+    """A strong ETag of a JSON body: equal figures, equal tag."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+
+
+# -- plugin: consume ----------------------------------------------------------------------
+
+
+def _body_hash(amount: int, feature: str | None, subsite: str | None) -> str:
+    canonical = json.dumps({"amount": amount, "feature": feature, "subsite": subsite}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def consume(authorization: str | None, request: ConsumeRequest, now: str) -> ConsumeResponse:
+    """``POST /v1/consume``: spend exactly once per ``request_id``.
+
+    One TransactWriteItems charges the site and writes the ledger entry (the idempotency
+    record) or, refused, reports what each condition saw: a bad token, an expired license,
+    too few credits or a used ``request_id`` are told apart without reading first.
+    ``remaining`` in the answer is read right after the charge (strongly consistent).
+    """
+    token = _authenticate(authorization)
+    subsite = _site_key(request.subsite_url, ("body", "subsite_url")) if request.subsite_url else None
+    body_hash = _body_hash(request.amount, request.feature, subsite)
+    entry: dict[str, Any] = {
+        "site": token.site,
+        "request_id": request.request_id,
+        "amount": request.amount,
+        "body_hash": body_hash,
+        "at": now,
+        "feature": request.feature,
+        "subsite": subsite,
+    }
+    refused = store.charge(
+        token.license_id,
+        token.site,
+        token.secret_hash,
+        request.amount,
+        request.request_id,
+        entry,
+        now,
+        network_only=subsite is not None,
+    )
+    if refused is None:
+        remaining = store.site_remaining(token.license_id, token.site)
+        return ConsumeResponse(
+            request_id=request.request_id, consumed=request.amount, remaining=remaining, replayed=False
+        )
+    return _explain_refusal(token, request, refused, body_hash, now)
+
+
+def _explain_refusal(
+    token: ActivationToken,
+    request: ConsumeRequest,
+    refused: store.ConsumeRefused,
+    body_hash: str,
+    now: str,
+) -> ConsumeResponse:
+    site = refused.site
+    if refused.site_failed and (site is None or not token.matches(site.get("token_hash"))):
+        raise _refuse_bad_token()
+    if refused.entry is not None:
+        # The token matched (the site's condition passed, or failed for another reason).
+        if refused.entry.get("body_hash") != body_hash:
+            raise IdempotencyConflict(
+                f"request_id {request.request_id!r} was already used with a different body"
+            )
+        remaining = site["remaining"] if site is not None else store.site_remaining(token.license_id, token.site)
+        return ConsumeResponse(
+            request_id=request.request_id, consumed=refused.entry["amount"], remaining=remaining, replayed=True
+        )
+    assert site is not None
+    if rules.is_expired(site["expires_at"], now):
+        raise LicenseExpired(f"the license expired at {site['expires_at']}")
+    if request.subsite_url is not None and not site.get("network", False):
+        raise field_error(
+            ("body", "subsite_url"), "not_a_network", "subsite_url is only for a network-activated Multisite"
+        )
+    raise InsufficientCredits(
+        f"{request.amount} credits asked, {site['remaining']} remaining", remaining=site["remaining"]
+    )
+

@@ -1,0 +1,788 @@
+"""The only module that knows DynamoDB: keys, item shapes, conditions and transactions.
+
+One table (``template.yaml``, resource ``CreditsTable``), keys ``pk``/``sk``:
+
+| item        | pk                      | sk                              | indexes                                   |
+|-------------|-------------------------|---------------------------------|-------------------------------------------|
+| license     | ``LICENSE#<license_id>``| ``LICENSE``                     | gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<license_id>``; gsi2 ``KEY#<key_hash>``; gsi3 ``TERM_END#<shard>`` / ``<term_end>#<license_id>`` |
+| site        | ``LICENSE#<license_id>``| ``SITE#<site>``                 |                                           |
+| key         | ``KEY#<key_hash>``      | ``KEY``                         |                                           |
+| consume     | ``LEDGER#<license_id>`` | ``CONSUME#<site>#<request_id>`` |                                           |
+
+Access patterns, with the DynamoDB requests each costs:
+
+| use case                     | requests                                                           |
+|------------------------------|--------------------------------------------------------------------|
+| license by key (activation)  | Query gsi2 (eventually consistent; on a miss GetItem key + license) |
+| activate a new/inactive site | TransactWriteItems: license (version) + site                       |
+| rotate an active site's token| UpdateItem site, ReturnValues ALL_NEW                              |
+| deactivate                   | BatchGetItem license + site, TransactWriteItems license + site     |
+| balance                      | BatchGetItem license + site (strongly consistent)                  |
+| consume                      | TransactWriteItems site (token, expiry, remaining) + ledger put    |
+| license + its sites          | Query ``pk = LICENSE#<id>`` (strongly consistent)                  |
+| licenses of an account       | Query gsi1                                                          |
+| licenses whose term ended    | Query gsi3 per shard, ``gsi3sk <= now``                             |
+
+Invariants the conditions keep (never Python): ``remaining >= 0`` and ``used <= allocated`` on
+every site, ``unallocated >= 0`` on the license; the license item's ``version`` changes on
+every write to it, so a decision made on a read is only written if nothing moved since.
+The site item carries a copy of the license's ``expires_at`` so that a consume checks expiry
+in the site item itself: one two-item transaction (4 WCU), no license read.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ai_credits.config import settings
+from ai_credits.domain import License, Site, SiteEntry
+from ai_credits.errors import Unavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+else:
+    DynamoDBClient = Any
+
+Item = dict[str, Any]
+T = TypeVar("T")
+
+RENEWAL_SHARDS = 8  # gsi3 partitions; spreads license writes, renewal queries each one
+MAX_TRANSACTION_ITEMS = 100
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def license_key(license_id: str) -> Item:
+    return {"pk": {"S": f"LICENSE#{license_id}"}, "sk": {"S": "LICENSE"}}
+
+
+def site_key(license_id: str, site: str) -> Item:
+    return {"pk": {"S": f"LICENSE#{license_id}"}, "sk": {"S": f"SITE#{site}"}}
+
+
+def key_item_key(key_hash: str) -> Item:
+    return {"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}}
+
+
+def consume_entry_key(license_id: str, site: str, request_id: str) -> Item:
+    return {"pk": {"S": f"LEDGER#{license_id}"}, "sk": {"S": f"CONSUME#{site}#{request_id}"}}
+
+
+def _renewal_shard(license_id: str) -> int:
+    # A stable hash (Python's hash() is salted per process).
+    return sum(license_id.encode()) % RENEWAL_SHARDS
+
+
+def _index_keys(license_: License) -> dict[str, str]:
+    return {
+        "gsi1pk": f"ACCOUNT#{license_.account_id}",
+        "gsi1sk": f"LICENSE#{license_.license_id}",
+        "gsi2pk": f"KEY#{license_.key_hash}",
+        "gsi3pk": f"TERM_END#{_renewal_shard(license_.license_id)}",
+        "gsi3sk": f"{license_.term_end}#{license_.license_id}",
+    }
+
+
+# -- attribute values ---------------------------------------------------------------------
+
+
+def to_attribute(value: Any) -> Item:
+    """A Python value as a DynamoDB attribute value (only the types this table uses)."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, Mapping):
+        return {"M": {key: to_attribute(inner) for key, inner in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [to_attribute(inner) for inner in value]}
+    raise TypeError(f"unsupported attribute type {type(value).__name__}")
+
+
+def from_attribute(attribute: Item) -> Any:
+    ((kind, value),) = attribute.items()
+    if kind == "S":
+        return value
+    if kind == "N":
+        return int(value)
+    if kind == "BOOL":
+        return value
+    if kind == "M":
+        return {key: from_attribute(inner) for key, inner in value.items()}
+    if kind == "L":
+        return [from_attribute(inner) for inner in value]
+    if kind == "NULL":
+        return None
+    raise TypeError(f"unsupported attribute kind {kind}")
+
+
+def to_item(values: Mapping[str, Any]) -> Item:
+    return {name: to_attribute(value) for name, value in values.items() if value is not None}
+
+
+def from_item(item: Item) -> dict[str, Any]:
+    return {name: from_attribute(value) for name, value in item.items()}
+
+
+def _license_from_item(item: Item) -> License:
+    values = from_item(item)
+    return License(
+        license_id=values["license_id"],
+        account_id=values["account_id"],
+        plan=values["plan"],
+        site_limit=values["site_limit"],
+        credits_per_term=values["credits_per_term"],
+        term_months=values["term_months"],
+        term_start=values["term_start"],
+        term_end=values["term_end"],
+        expires_at=values["expires_at"],
+        credits_total=values["credits_total"],
+        unallocated=values["unallocated"],
+        needs_allocation=values["needs_allocation"],
+        key_hash=values["key_hash"],
+        version=values["version"],
+        sites={site: SiteEntry(**entry) for site, entry in values.get("sites", {}).items()},
+    )
+
+
+def _site_from_item(item: Item) -> Site:
+    values = from_item(item)
+    return Site(
+        license_id=values["license_id"],
+        site=values["site"],
+        environment=values["environment"],
+        network=values["network"],
+        active=values["active"],
+        allocated=values["allocated"],
+        used=values["used"],
+        remaining=values["remaining"],
+        activated_at=values["activated_at"],
+        token_hash=values.get("token_hash"),
+    )
+
+
+def _entry_values(entry: SiteEntry) -> dict[str, Any]:
+    return {"environment": entry.environment, "network": entry.network, "active": entry.active, "used": entry.used}
+
+
+def license_values(license_: License) -> dict[str, Any]:
+    """The whole license item (keys, index keys and attributes) as plain values."""
+    return {
+        "pk": f"LICENSE#{license_.license_id}",
+        "sk": "LICENSE",
+        "type": "license",
+        **_index_keys(license_),
+        "license_id": license_.license_id,
+        "account_id": license_.account_id,
+        "plan": license_.plan,
+        "site_limit": license_.site_limit,
+        "credits_per_term": license_.credits_per_term,
+        "term_months": license_.term_months,
+        "term_start": license_.term_start,
+        "term_end": license_.term_end,
+        "expires_at": license_.expires_at,
+        "credits_total": license_.credits_total,
+        "unallocated": license_.unallocated,
+        "needs_allocation": license_.needs_allocation,
+        "key_hash": license_.key_hash,
+        "version": license_.version,
+        "sites": {site: _entry_values(entry) for site, entry in license_.sites.items()},
+    }
+
+
+def site_values(site: Site, expires_at: str) -> dict[str, Any]:
+    return {
+        "pk": f"LICENSE#{site.license_id}",
+        "sk": f"SITE#{site.site}",
+        "type": "site",
+        "license_id": site.license_id,
+        "site": site.site,
+        "environment": site.environment,
+        "network": site.network,
+        "active": site.active,
+        "allocated": site.allocated,
+        "used": site.used,
+        "remaining": site.remaining,
+        "consumed_total": site.used,
+        "activated_at": site.activated_at,
+        "token_hash": site.token_hash,
+        "expires_at": expires_at,
+    }
+
+
+# -- the client ---------------------------------------------------------------------------
+
+
+@cache
+def client() -> DynamoDBClient:
+    """One DynamoDB client per container, created on first use.
+
+    The endpoint comes from the environment (``AWS_ENDPOINT_URL_DYNAMODB`` locally): never
+    hard-coded. Timeouts are short because a Lambda behind an HTTP API has 10 s; botocore's
+    standard retry mode retries throttling with jittered back-off, and a retried
+    TransactWriteItems reuses its ClientRequestToken, so a retry after a lost response
+    cannot apply the transaction twice.
+    """
+    import boto3  # noqa: PLC0415 - imported on first use: keeps it off the cold-start import path
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(
+        connect_timeout=1,
+        read_timeout=3,
+        retries={"mode": "standard", "total_max_attempts": 4},
+        tcp_keepalive=True,
+    )
+    return cast(DynamoDBClient, boto3.client("dynamodb", config=config))
+
+
+def reset_clients() -> None:
+    """Forget the cached client (tests switch endpoints between moto and DynamoDB Local)."""
+    client.cache_clear()
+    settings.cache_clear()
+
+
+def _table() -> str:
+    return settings().table_name
+
+
+# -- errors -------------------------------------------------------------------------------
+
+_THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+
+class Cancelled(Exception):
+    """A transaction DynamoDB refused because of a condition: ``reasons[i]`` belongs to item i.
+
+    Each reason is ``(code, old_item_or_None)``; codes are DynamoDB's ("None",
+    "ConditionalCheckFailed", "TransactionConflict" ...).
+    """
+
+    def __init__(self, reasons: list[tuple[str, dict[str, Any] | None]]) -> None:
+        super().__init__(", ".join(code for code, _ in reasons))
+        self.reasons = reasons
+
+    def failed(self, index: int) -> bool:
+        return self.reasons[index][0] == "ConditionalCheckFailed"
+
+    def old(self, index: int) -> dict[str, Any] | None:
+        return self.reasons[index][1]
+
+    @property
+    def conflict_only(self) -> bool:
+        codes = {code for code, _ in self.reasons}
+        return codes <= {"None", "TransactionConflict"} and "TransactionConflict" in codes
+
+
+class ConditionFailed(Exception):
+    """A single-item write whose condition failed; ``old`` is the item as it was (or None)."""
+
+    def __init__(self, old: dict[str, Any] | None) -> None:
+        super().__init__("condition failed")
+        self.old = old
+
+
+def _call(operation: Callable[..., T], **kwargs: Any) -> T:
+    """Call DynamoDB, turning what the client cannot fix into domain-level exceptions."""
+    from botocore.exceptions import (  # noqa: PLC0415
+        ClientError,
+        ConnectionError as BotoConnectionError,
+        ReadTimeoutError,
+    )
+
+    try:
+        return operation(**kwargs)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "TransactionCanceledException":
+            reasons = [
+                (reason.get("Code", "None"), from_item(reason["Item"]) if "Item" in reason else None)
+                for reason in error.response.get("CancellationReasons", [])
+            ]
+            raise Cancelled(reasons) from error
+        if code == "ConditionalCheckFailedException":
+            old = error.response.get("Item")
+            raise ConditionFailed(from_item(old) if old else None) from error
+        if code in _THROTTLING_CODES:
+            raise Unavailable("the database is busy; retry shortly", retry_after=1) from error
+        raise
+    except (BotoConnectionError, ReadTimeoutError) as error:
+        raise Unavailable("the database did not answer in time; retry shortly", retry_after=1) from error
+
+
+def transact(items: Sequence[Item]) -> None:
+    """One TransactWriteItems; conflicts with concurrent transactions are retried (full jitter)."""
+    if len(items) > MAX_TRANSACTION_ITEMS:
+        raise ValueError(f"{len(items)} items exceed one transaction")
+    config = settings()
+    for attempt in range(config.conflict_retries + 1):
+        try:
+            _call(client().transact_write_items, TransactItems=list(items))
+            return
+        except Cancelled as cancelled:
+            if not cancelled.conflict_only:
+                raise
+            if attempt == config.conflict_retries:
+                raise Unavailable("too much contention on this license; retry shortly") from cancelled
+            time.sleep(random.uniform(0, config.retry_base_seconds * 2**attempt))
+
+
+def _update(
+    key: Item,
+    update: str,
+    condition: str | None,
+    names: Mapping[str, str] | None,
+    values: Mapping[str, Any] | None,
+) -> Item:
+    operation: Item = {"TableName": _table(), "Key": key, "UpdateExpression": update}
+    if condition:
+        operation["ConditionExpression"] = condition
+    if names:
+        operation["ExpressionAttributeNames"] = dict(names)
+    if values:
+        operation["ExpressionAttributeValues"] = {name: to_attribute(value) for name, value in values.items()}
+    return {"Update": {**operation, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+
+
+def _put(values: Mapping[str, Any], condition: str) -> Item:
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(values),
+            "ConditionExpression": condition,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def get_license(license_id: str) -> License | None:
+    """Strongly consistent read of one license item."""
+    response = _call(client().get_item, TableName=_table(), Key=license_key(license_id), ConsistentRead=True)
+    return _license_from_item(response["Item"]) if "Item" in response else None
+
+
+def find_license_by_key_hash(key_hash: str) -> License | None:
+    """The license a key unlocks: one eventually consistent index query in the usual case.
+
+    A stale index answer is harmless (every write conditions on the license's ``version`` and
+    ``key_hash``); a miss may be a license provisioned a moment ago, so it is confirmed with the
+    strongly consistent key item before answering "unknown key".
+    """
+    response = _call(
+        client().query,
+        TableName=_table(),
+        IndexName="gsi2",
+        KeyConditionExpression="gsi2pk = :key",
+        ExpressionAttributeValues={":key": {"S": f"KEY#{key_hash}"}},
+        Limit=2,
+    )
+    items = response.get("Items", [])
+    if items:
+        return _license_from_item(items[0])
+    key_item = _call(client().get_item, TableName=_table(), Key=key_item_key(key_hash), ConsistentRead=True)
+    if "Item" not in key_item:
+        return None
+    license_ = get_license(from_item(key_item["Item"])["license_id"])
+    return license_ if license_ is not None and license_.key_hash == key_hash else None
+
+
+def get_license_and_site(license_id: str, site: str) -> tuple[License | None, Site | None]:
+    """Both items in one strongly consistent BatchGetItem."""
+    keys = [license_key(license_id), site_key(license_id, site)]
+    request: Item = {_table(): {"Keys": keys, "ConsistentRead": True}}
+    found: list[Item] = []
+    for _ in range(5):  # unprocessed keys only under throttling
+        response = _call(client().batch_get_item, RequestItems=request)
+        found.extend(response.get("Responses", {}).get(_table(), []))
+        request = response.get("UnprocessedKeys") or {}
+        if not request:
+            break
+    else:
+        raise Unavailable("the database is busy; retry shortly")
+    license_item = next((item for item in found if item["sk"]["S"] == "LICENSE"), None)
+    site_item = next((item for item in found if item["sk"]["S"] != "LICENSE"), None)
+    return (
+        _license_from_item(license_item) if license_item else None,
+        _site_from_item(site_item) if site_item else None,
+    )
+
+
+def get_license_with_sites(license_id: str) -> tuple[License | None, list[Site]]:
+    """The license item and all its site items: one strongly consistent Query (paged if large)."""
+    license_: License | None = None
+    sites: list[Site] = []
+    for item in _query_partition(f"LICENSE#{license_id}"):
+        if item["sk"]["S"] == "LICENSE":
+            license_ = _license_from_item(item)
+        elif item["sk"]["S"].startswith("SITE#"):
+            sites.append(_site_from_item(item))
+    return license_, sites
+
+
+def _query_partition(pk: str) -> Iterator[Item]:
+    kwargs: Item = {
+        "TableName": _table(),
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+        "ConsistentRead": True,
+    }
+    while True:
+        response = _call(client().query, **kwargs)
+        yield from response.get("Items", [])
+        if "LastEvaluatedKey" not in response:
+            return
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def get_site(license_id: str, site: str) -> Site | None:
+    response = _call(client().get_item, TableName=_table(), Key=site_key(license_id, site), ConsistentRead=True)
+    return _site_from_item(response["Item"]) if "Item" in response else None
+
+
+def consume_entries(license_id: str) -> list[dict[str, Any]]:
+    """Every consume entry of a license's ledger (for audits and tests)."""
+    return [from_item(item) for item in _query_partition(f"LEDGER#{license_id}")]
+
+
+# -- license writes -----------------------------------------------------------------------
+
+
+class StaleLicense(Exception):
+    """The license changed since it was read; ``current`` is its item now (None if gone)."""
+
+    def __init__(self, current: License | None) -> None:
+        super().__init__("license changed since it was read")
+        self.current = current
+
+
+def _license_update(
+    license_: License,
+    sets: Mapping[str, Any],
+    now: str | None,
+    extra_names: Mapping[str, str] | None = None,
+    extra_set_expressions: Iterable[str] = (),
+) -> Item:
+    """An Update of the license item that applies only to the version that was read.
+
+    ``sets`` are plain ``SET name = value`` assignments; ``now`` (when given) also requires the
+    license not to have expired.
+    """
+    names = {f"#{name}": name for name in sets} | dict(extra_names or {})
+    values = {f":{name}": value for name, value in sets.items()}
+    assignments = [f"#{name} = :{name}" for name in sets]
+    assignments.append("#version = #version + :one")
+    assignments.extend(extra_set_expressions)
+    names["#version"] = "version"
+    values |= {":one": 1, ":read_version": license_.version}
+    condition = "#version = :read_version"
+    if now is not None:
+        names["#expires_at"] = "expires_at"
+        values[":now"] = now
+        condition += " AND #expires_at > :now"
+    return _update(license_key(license_.license_id), "SET " + ", ".join(assignments), condition, names, values)
+
+
+def _raise_for_license(cancelled: Cancelled, index: int = 0) -> None:
+    if cancelled.failed(index):
+        old = cancelled.old(index)
+        raise StaleLicense(_license_from_item(to_item(old)) if old else None) from cancelled
+
+
+def write_new_license(license_: License, sites: Sequence[Site]) -> None:
+    """Create a license, its key item and its imported sites, all or nothing.
+
+    Raises ``StaleLicense`` when the license already exists and ``KeyTaken`` when another
+    license holds the key.
+    """
+    items = [
+        _put(license_values(license_), "attribute_not_exists(pk)"),
+        _put(
+            {"pk": f"KEY#{license_.key_hash}", "sk": "KEY", "type": "key", "license_id": license_.license_id},
+            "attribute_not_exists(pk)",
+        ),
+        *(_put(site_values(site, license_.expires_at), "attribute_not_exists(pk)") for site in sites),
+    ]
+    try:
+        transact(items)
+    except Cancelled as cancelled:
+        _raise_for_license(cancelled)
+        if cancelled.failed(1):
+            raise KeyTaken() from cancelled
+        raise
+
+
+class KeyTaken(Exception):
+    """The license key is already held by another license."""
+
+
+def write_license_update(
+    read: License, updated: License, new_sites: Sequence[Site], site_names: Sequence[str]
+) -> None:
+    """Apply an update made on ``read``: the license item, the key item if the key changed,
+    new imported sites, and the ``expires_at`` copy on every existing site.
+
+    Atomic up to 100 items. Beyond that the license and the key move first and the sites'
+    ``expires_at`` copies follow in further transactions (an expiry change reaches the last
+    sites a few milliseconds later).
+    """
+    values = license_values(updated)
+    sets = {
+        name: values[name]
+        for name in (
+            "gsi1pk", "gsi2pk", "gsi3pk", "gsi3sk", "account_id", "plan", "site_limit",
+            "credits_per_term", "term_months", "term_start", "term_end", "expires_at",
+            "credits_total", "unallocated", "needs_allocation", "key_hash", "sites",
+        )
+    }  # fmt: skip
+    items = [_license_update(read, sets, now=None)]
+    if updated.key_hash != read.key_hash:
+        items.append(
+            _put(
+                {"pk": f"KEY#{updated.key_hash}", "sk": "KEY", "type": "key", "license_id": updated.license_id},
+                "attribute_not_exists(pk)",
+            )
+        )
+        items.append(
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": key_item_key(read.key_hash),
+                    "ConditionExpression": "license_id = :license_id",
+                    "ExpressionAttributeValues": {":license_id": {"S": read.license_id}},
+                }
+            }
+        )
+    items.extend(_put(site_values(site, updated.expires_at), "attribute_not_exists(pk)") for site in new_sites)
+    expiry_updates = []
+    if updated.expires_at != read.expires_at:
+        expiry_updates = [
+            _update(
+                site_key(read.license_id, name),
+                "SET expires_at = :expires_at",
+                "attribute_exists(pk)",
+                None,
+                {":expires_at": updated.expires_at},
+            )
+            for name in site_names
+        ]
+    room = MAX_TRANSACTION_ITEMS - len(items)
+    try:
+        transact(items + expiry_updates[:room])
+    except Cancelled as cancelled:
+        _raise_for_license(cancelled)
+        if updated.key_hash != read.key_hash and cancelled.failed(1):
+            raise KeyTaken() from cancelled
+        raise
+    for start in range(room, len(expiry_updates), MAX_TRANSACTION_ITEMS):
+        transact(expiry_updates[start : start + MAX_TRANSACTION_ITEMS])
+
+
+# -- activation ---------------------------------------------------------------------------
+
+
+def write_activation(
+    license_: License,
+    updated: License,
+    site: Site,
+    existed: bool,
+    now: str,
+) -> None:
+    """Activate ``site`` (new, or inactive until now) and record it on the license, atomically.
+
+    The license part applies only to the version read and only if the license has not expired;
+    credits move from ``unallocated`` to the site (rule 1) in the same transaction.
+    """
+    moved = license_.unallocated - updated.unallocated
+    license_item = _license_update(
+        license_,
+        {"unallocated": updated.unallocated, "needs_allocation": updated.needs_allocation},
+        now,
+        extra_names={"#sites": "sites", "#site": site.site},
+        extra_set_expressions=["#sites.#site = :entry"],
+    )
+    license_item["Update"]["ExpressionAttributeValues"][":entry"] = to_attribute(
+        _entry_values(updated.sites[site.site])
+    )
+    if existed:
+        site_item = _update(
+            site_key(site.license_id, site.site),
+            "SET active = :true, token_hash = :token_hash, environment = :environment, network = :network,"
+            " allocated = allocated + :moved, remaining = remaining + :moved, activated_at = :now,"
+            " expires_at = :expires_at REMOVE deactivated_at",
+            "attribute_exists(pk)",
+            None,
+            {
+                ":true": True,
+                ":token_hash": site.token_hash,
+                ":environment": site.environment,
+                ":network": site.network,
+                ":moved": moved,
+                ":now": now,
+                ":expires_at": updated.expires_at,
+            },
+        )
+    else:
+        site_item = _put(site_values(site, updated.expires_at), "attribute_not_exists(pk)")
+    try:
+        transact([license_item, site_item])
+    except Cancelled as cancelled:
+        _raise_for_license(cancelled)
+        raise
+
+
+def rotate_token(license_id: str, site: str, token_hash: str, now: str) -> Site:
+    """Give an active site a new token (the old one stops working): one UpdateItem.
+
+    Raises ``ConditionFailed`` (with the site as it was) when the site is not active or the
+    license has expired, so the caller can decide again.
+    """
+    response = _call(
+        client().update_item,
+        TableName=_table(),
+        Key=site_key(license_id, site),
+        UpdateExpression="SET token_hash = :token_hash",
+        ConditionExpression="active = :true AND expires_at > :now",
+        ExpressionAttributeValues={
+            ":token_hash": {"S": token_hash},
+            ":true": {"BOOL": True},
+            ":now": {"S": now},
+        },
+        ReturnValues="ALL_NEW",
+        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+    )
+    return _site_from_item(response["Attributes"])
+
+
+def write_deactivation(license_: License, updated: License, site: Site, now: str) -> None:
+    """Deactivate ``site``: its allocation shrinks to ``used``, the rest returns to ``unallocated``.
+
+    The site part requires the token, ``used`` and ``remaining`` that were read (a consume in
+    between makes it fail and the caller decides again on fresh values).
+    """
+    license_item = _license_update(
+        license_,
+        {"unallocated": updated.unallocated},
+        None,
+        extra_names={"#sites": "sites", "#site": site.site},
+        extra_set_expressions=["#sites.#site = :entry"],
+    )
+    license_item["Update"]["ExpressionAttributeValues"][":entry"] = to_attribute(
+        _entry_values(updated.sites[site.site])
+    )
+    site_item = _update(
+        site_key(site.license_id, site.site),
+        "SET active = :false, allocated = :used, remaining = :zero, deactivated_at = :now REMOVE token_hash",
+        "token_hash = :token_hash AND used = :used AND remaining = :remaining",
+        None,
+        {
+            ":false": False,
+            ":used": site.used,
+            ":zero": 0,
+            ":now": now,
+            ":token_hash": site.token_hash,
+            ":remaining": site.remaining,
+        },
+    )
+    try:
+        transact([license_item, site_item])
+    except Cancelled as cancelled:
+        _raise_for_license(cancelled)
+        if cancelled.failed(1):
+            raise ConditionFailed(cancelled.old(1)) from cancelled
+        raise
+
+
+# -- consume ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeRefused:
+    """Why a consume was not charged, from the items as they were (no extra read)."""
+
+    site_failed: bool  # the site's condition failed (bad token, expired, too few credits ...)
+    site: dict[str, Any] | None  # the site item as it was, when it failed and exists
+    entry: dict[str, Any] | None  # the existing ledger entry when the request_id was used
+
+
+def charge(
+    license_id: str,
+    site: str,
+    token_hash: str,
+    amount: int,
+    request_id: str,
+    entry: Mapping[str, Any],
+    now: str,
+    network_only: bool,
+) -> ConsumeRefused | None:
+    """Spend ``amount`` from the site and write the ledger entry: one TransactWriteItems.
+
+    The site's condition checks the token, that the license has not expired (the site's copy
+    of ``expires_at``), ``remaining >= amount`` and, for a sub-site, that the activation is a
+    network; the entry's condition makes the request_id single-use. Returns ``None`` when
+    charged, else what each failed condition saw.
+    """
+    condition = "token_hash = :token_hash AND expires_at > :now AND remaining >= :amount"
+    values: dict[str, Any] = {":token_hash": token_hash, ":now": now, ":amount": amount}
+    if network_only:
+        condition += " AND network = :true"
+        values[":true"] = True
+    site_update = _update(
+        site_key(license_id, site),
+        "SET remaining = remaining - :amount, used = used + :amount,"
+        " consumed_total = consumed_total + :amount",
+        condition,
+        None,
+        values,
+    )
+    ledger_put = _put(
+        {
+            **{name: value["S"] for name, value in consume_entry_key(license_id, site, request_id).items()},
+            "type": "consume",
+            "license_id": license_id,
+            **entry,
+        },
+        "attribute_not_exists(pk)",
+    )
+    try:
+        transact([site_update, ledger_put])
+    except Cancelled as cancelled:
+        if not (cancelled.failed(0) or cancelled.failed(1)):
+            raise
+        return ConsumeRefused(
+            site_failed=cancelled.failed(0),
+            site=cancelled.old(0) if cancelled.failed(0) else None,
+            entry=cancelled.old(1) if cancelled.failed(1) else None,
+        )
+    return None
+
+
+def site_remaining(license_id: str, site: str) -> int:
+    """The site's ``remaining`` now (strongly consistent, projected to that one attribute)."""
+    response = _call(
+        client().get_item,
+        TableName=_table(),
+        Key=site_key(license_id, site),
+        ConsistentRead=True,
+        ProjectionExpression="remaining",
+    )
+    return int(response["Item"]["remaining"]["N"]) if "Item" in response else 0
