@@ -7,7 +7,12 @@ license keys and tokens never reach the logs.
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics
 
 logger = Logger()
 metrics = Metrics()
+
+# A request that charges nothing (a read, a refusal) has no metric to publish: not worth a warning.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
