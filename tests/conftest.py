@@ -1,0 +1,276 @@
+"""Shared fixtures for every test folder.
+
+Two kinds of database backends, never at the same moment:
+
+- ``moto_table``: an in-process fake (moto) per test. Fast; right for unit and handler tests.
+- ``dynamodb_local`` / ``ddb_local_env`` / ``gateway``: AWS's DynamoDB Local (a Java process started
+  once per session) and the local API gateway in front of the real functions. Needed wherever
+  conditional writes and transactions must behave like DynamoDB.
+
+boto3 finds DynamoDB Local through ``AWS_ENDPOINT_URL_DYNAMODB``, a process-wide variable. Fixtures
+that need it set it (``gateway`` for the rest of the session, ``ddb_local_env`` per test) and
+``moto_table`` removes it for its test, so both kinds can run in one session, one after the other;
+do not run a moto test and a gateway request concurrently (e.g. from threads).
+
+The rules package caches its boto3 client per process; fixtures that switch backends call
+``ai_credits.store.reset_clients()`` (when it exists) before and after, so the client is rebuilt for
+the right endpoint. Tests are never given real AWS credentials: see ``pytest_configure``.
+
+Every test under ``tests/integration/`` is marked ``integration`` automatically
+(``pytest -m "not integration"`` skips them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local.cfn import ensure_table, load_template
+from local.dynamodb_local import ensure_installed, free_port, start
+from local.gateway import GatewaySettings, build_gateway
+from local.tokens import make_portal_token
+
+TESTS_DIR = Path(__file__).resolve().parent
+TEST_TABLE_NAME = "ai-credits-test"
+
+#: The environment every test runs in (set before collection, so import-time settings see it).
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "TABLE_NAME": TEST_TABLE_NAME,
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_METRICS_NAMESPACE": "AICredits",
+    "POWERTOOLS_SERVICE_NAME": "ai-credits",
+}
+#: Removed from the environment: real credentials and config must never reach a test.
+_REMOVED_ENV = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    # The local gateway's credentials: tests use the documented defaults, whatever the shell has.
+    "LOCAL_JWT_SECRET",
+    "LOCAL_JWT_AUDIENCE",
+    "LOCAL_JWT_ISSUER",
+    "LOCAL_ADMIN_TOKEN",
+)
+_ENDPOINT_VAR = "AWS_ENDPOINT_URL_DYNAMODB"
+#: AWS_ENDPOINT_URL_DYNAMODB as it was when pytest started (an external DynamoDB to use), if any.
+_external_dynamodb_endpoint: str | None = None
+
+
+def _apply_fake_aws_env() -> None:
+    os.environ.update(FAKE_AWS_ENV)
+    for name in _REMOVED_ENV:
+        os.environ.pop(name, None)
+    # ~/.aws/config could name a profile's region or endpoint: point boto3 at files that don't exist.
+    missing = str(Path(tempfile.gettempdir()) / "ai-credits-tests-no-aws-config")
+    os.environ["AWS_CONFIG_FILE"] = missing
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = missing
+    # Test traffic goes to 127.0.0.1 only, even when a proxy is configured for the registries.
+    no_proxy = os.environ.get("NO_PROXY", "")
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(
+        filter(None, [no_proxy, "127.0.0.1", "localhost"])
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the fake AWS environment before test modules are imported (handlers and settings
+    may read it at import time), remembering a DynamoDB endpoint given from outside."""
+    global _external_dynamodb_endpoint
+    _external_dynamodb_endpoint = os.environ.get(_ENDPOINT_VAR) or None
+    _apply_fake_aws_env()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration/ with ``pytest.mark.integration``."""
+    integration_dir = TESTS_DIR / "integration"
+    for item in items:
+        if integration_dir in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _reset_store_clients() -> None:
+    """Drop the rules package's cached boto3 clients, if the package (and function) exist yet."""
+    try:
+        store = importlib.import_module("ai_credits.store")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ai_credits", "ai_credits.store"):
+            raise  # the store exists but one of its imports is broken: that must surface
+        return
+    reset = getattr(store, "reset_clients", None)
+    if reset is not None:
+        reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_test_env() -> Iterator[dict[str, str]]:
+    """Fake AWS credentials/region and the service's settings for the whole session (autouse).
+
+    Sets ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` = ``testing``, region ``us-east-1``,
+    ``TABLE_NAME=ai-credits-test``, ``POWERTOOLS_TRACE_DISABLED=1``,
+    ``POWERTOOLS_METRICS_NAMESPACE=AICredits``, ``POWERTOOLS_SERVICE_NAME=ai-credits``; removes
+    ``AWS_PROFILE``, session tokens and ``AWS_ENDPOINT_URL_DYNAMODB`` (a DynamoDB given from
+    outside is still used by ``dynamodb_local``). Yields the variables it set.
+    """
+    _apply_fake_aws_env()
+    yield dict(FAKE_AWS_ENV)
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """``template.yaml`` loaded with CloudFormation tags (``!Ref x`` -> ``{"Ref": "x"}``)."""
+    return load_template()
+
+
+@pytest.fixture
+def table_name() -> str:
+    """The table the functions use in tests (``TABLE_NAME``)."""
+    return TEST_TABLE_NAME
+
+
+@pytest.fixture
+def moto_table(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh moto DynamoDB with the template's table (keys, GSIs, TTL); yields the table name.
+
+    ``AWS_ENDPOINT_URL_DYNAMODB`` is removed for the test (otherwise boto3 would bypass moto and
+    talk to DynamoDB Local), and the rules package's cached client is reset before and after.
+    """
+    from moto import mock_aws
+
+    monkeypatch.delenv(_ENDPOINT_VAR, raising=False)
+    _reset_store_clients()
+    with mock_aws():
+        ensure_table(boto3.client("dynamodb"), TEST_TABLE_NAME, template)
+        yield TEST_TABLE_NAME
+        _reset_store_clients()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[str]:
+    """The endpoint URL of a DynamoDB Local for this session.
+
+    When ``AWS_ENDPOINT_URL_DYNAMODB`` was set as pytest started, that DynamoDB is used as is;
+    otherwise DynamoDB Local is fetched if needed and started in memory on a free port, and stopped
+    at the end. The variable is *not* set here: use ``ddb_local_env`` or ``gateway``.
+    """
+    if _external_dynamodb_endpoint:
+        yield _external_dynamodb_endpoint
+        return
+    ensure_installed()
+    with start(free_port(), None) as server:
+        yield server.endpoint
+
+
+_tables_ready: set[tuple[str, str]] = set()
+
+
+def _ensure_local_table(endpoint: str, template: dict[str, Any]) -> None:
+    if (endpoint, TEST_TABLE_NAME) not in _tables_ready:
+        ensure_table(boto3.client("dynamodb"), TEST_TABLE_NAME, template)
+        _tables_ready.add((endpoint, TEST_TABLE_NAME))
+
+
+@pytest.fixture
+def ddb_local_env(
+    dynamodb_local: str, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Point boto3 at DynamoDB Local for one test (``AWS_ENDPOINT_URL_DYNAMODB``); yields the table name.
+
+    The table is created once per session and shared by all tests: use unique ids (uuid4) in
+    each test rather than expecting an empty table.
+    """
+    monkeypatch.setenv(_ENDPOINT_VAR, dynamodb_local)
+    _reset_store_clients()
+    _ensure_local_table(dynamodb_local, template)
+    yield TEST_TABLE_NAME
+    _reset_store_clients()
+
+
+# Execution environments (worker processes) of the test gateway: enough for the races to
+# really interleave at DynamoDB Local.
+GATEWAY_CONCURRENCY = 8
+
+
+@pytest.fixture(scope="session")
+def gateway_settings() -> GatewaySettings:
+    """The gateway's local credentials in tests: always the documented defaults (a developer's
+    ``LOCAL_*`` variables do not change test outcomes)."""
+    return GatewaySettings()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    dynamodb_local: str, template: dict[str, Any], gateway_settings: GatewaySettings
+) -> Iterator[str]:
+    """The local API gateway serving template.yaml's functions; yields its base URL.
+
+    Started once per session on a free port, in a background thread, against DynamoDB Local (the
+    table is created first). ``AWS_ENDPOINT_URL_DYNAMODB`` stays set in ``os.environ`` from the
+    first test that uses this fixture until the session ends, because the in-process handlers
+    read it whenever their client is (re)built; ``moto_table`` removes it for its own tests. The
+    environment is restored at the end of the session.
+    """
+    saved_environ = dict(os.environ)
+    os.environ[_ENDPOINT_VAR] = dynamodb_local
+    _reset_store_clients()
+    _ensure_local_table(dynamodb_local, template)
+    server = build_gateway(
+        template, "127.0.0.1", 0, gateway_settings, table_name=TEST_TABLE_NAME, concurrency=GATEWAY_CONCURRENCY
+    )
+    server.wait_until_warm()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server.base_url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        _reset_store_clients()
+        os.environ.clear()
+        os.environ.update(saved_environ)
+
+
+@pytest.fixture(scope="session")
+def admin_headers(gateway_settings: GatewaySettings) -> dict[str, str]:
+    """Headers for the admin (billing) routes: ``Authorization: Bearer <local admin token>``."""
+    return {"Authorization": f"Bearer {gateway_settings.admin_token}"}
+
+
+@pytest.fixture(scope="session")
+def portal_token(gateway_settings: GatewaySettings) -> Callable[..., str]:
+    """A factory: ``portal_token("acct-1")`` is an HS256 portal JWT for account ``acct-1`` valid
+    one hour; keyword arguments add or override claims (``portal_token("a", exp=0)``)."""
+
+    def make(sub: str, **claims: Any) -> str:
+        return make_portal_token(sub, secret=gateway_settings.jwt_secret, **claims)
+
+    return make
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    """A ``requests.Session`` that ignores proxy settings (test traffic stays on 127.0.0.1)."""
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False
+        yield session

@@ -1,0 +1,263 @@
+"""local/cfn.py reads templates the way CloudFormation/SAM do (no AWS, no DynamoDB needed)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from local.cfn import (
+    CfnLoader,
+    RouteSpec,
+    ScheduleSpec,
+    TemplateError,
+    functions,
+    load_template,
+    table_create_kwargs,
+    table_ttl_attribute,
+)
+from local.gateway import LoadedFunction, _claim_string, _Route
+
+
+def load(text: str) -> Any:
+    return yaml.load(textwrap.dedent(text), Loader=CfnLoader)
+
+
+def test_every_short_tag_becomes_its_long_form() -> None:
+    document = load(
+        """
+        ref: !Ref Thing
+        sub: !Sub "${AWS::Region}-x"
+        sub_list: !Sub ["${A}", {A: !Ref Thing}]
+        getatt: !GetAtt Table.Arn
+        getatt_nested: !GetAtt Db.Endpoint.Address
+        getatt_list: !GetAtt [Table, StreamArn]
+        join: !Join [",", [a, b]]
+        if: !If [IsProd, 1, 2]
+        equals: !Equals [!Ref Env, prod]
+        select: !Select [0, !GetAZs ""]
+        split: !Split [",", "a,b"]
+        map: !FindInMap [Map, Key, Value]
+        import: !ImportValue Shared
+        not: !Not [!Condition IsProd]
+        and: !And [!Condition A, !Condition B]
+        or: !Or [!Condition A, !Condition B]
+        b64: !Base64 text
+        cidr: !Cidr ["10.0.0.0/16", 4, 8]
+        """
+    )
+
+    assert document == {
+        "ref": {"Ref": "Thing"},
+        "sub": {"Fn::Sub": "${AWS::Region}-x"},
+        "sub_list": {"Fn::Sub": ["${A}", {"A": {"Ref": "Thing"}}]},
+        "getatt": {"Fn::GetAtt": ["Table", "Arn"]},
+        "getatt_nested": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
+        "getatt_list": {"Fn::GetAtt": ["Table", "StreamArn"]},
+        "join": {"Fn::Join": [",", ["a", "b"]]},
+        "if": {"Fn::If": ["IsProd", 1, 2]},
+        "equals": {"Fn::Equals": [{"Ref": "Env"}, "prod"]},
+        "select": {"Fn::Select": [0, {"Fn::GetAZs": ""}]},
+        "split": {"Fn::Split": [",", "a,b"]},
+        "map": {"Fn::FindInMap": ["Map", "Key", "Value"]},
+        "import": {"Fn::ImportValue": "Shared"},
+        "not": {"Fn::Not": [{"Condition": "IsProd"}]},
+        "and": {"Fn::And": [{"Condition": "A"}, {"Condition": "B"}]},
+        "or": {"Fn::Or": [{"Condition": "A"}, {"Condition": "B"}]},
+        "b64": {"Fn::Base64": "text"},
+        "cidr": {"Fn::Cidr": ["10.0.0.0/16", 4, 8]},
+    }
+
+
+def test_dates_stay_strings_and_duplicate_keys_are_errors() -> None:
+    assert load("version: 2010-09-09") == {"version": "2010-09-09"}
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+        load("a: 1\na: 2\n")
+
+
+def test_the_safe_loader_itself_is_left_alone() -> None:
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.safe_load("x: !Ref Thing")
+
+
+APP = """\
+Parameters:
+  Stage: {Type: String, Default: dev}
+  NoDefault: {Type: String}
+Globals:
+  Function:
+    Handler: app.lambda_handler
+    Timeout: 7
+    Environment:
+      Variables:
+        TABLE_NAME: !Ref Table
+        SHARED: same
+  HttpApi:
+    Auth:
+      DefaultAuthorizer: Jwt
+      Authorizers:
+        Jwt: {JwtConfiguration: {issuer: https://x/}}
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+      TimeToLiveSpecification: {AttributeName: expires, Enabled: true}
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Jwt
+        Authorizers:
+          Jwt: {JwtConfiguration: {issuer: https://x/}}
+          Custom: {FunctionArn: arn:aws:lambda:us-east-1:123456789012:function:auth}
+  One:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/one/
+      MemorySize: 1024
+      Environment:
+        Variables:
+          ARN: !GetAtt Table.Arn
+          SUBBED: !Sub "${Stage}-${AWS::Region}-${Table}-${!Literal}"
+          JOINED: !Join ["/", [!Ref Stage, x]]
+          FLAG: true
+          GONE: !Ref AWS::NoValue
+      Events:
+        Default: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: /a, Method: get}}
+        Open: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: /b, Method: POST, Auth: {Authorizer: NONE}}}
+        Iam:
+          Type: HttpApi
+          Properties: {ApiId: !Ref Api, Path: /c, Method: PUT, Auth: {Authorizer: AWS_IAM}}
+        Implicit: {Type: HttpApi, Properties: {Path: /d, Method: GET}}
+        Tick: {Type: Schedule, Properties: {Schedule: rate(5 minutes)}}
+        Tock: {Type: ScheduleV2, Properties: {ScheduleExpression: "cron(0 * * * ? *)"}}
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "template.yaml").write_text(APP)
+    return load_template(tmp_path / "template.yaml")
+
+
+def test_functions_merge_globals_and_resolve_the_environment(app: dict[str, Any]) -> None:
+    (spec,) = functions(app, table_name="my-table")
+
+    assert (spec.logical_id, spec.code_uri, spec.handler) == ("One", "functions/one/", "app.lambda_handler")
+    assert (spec.memory_size, spec.timeout) == (1024, 7)
+    assert spec.environment == {
+        "TABLE_NAME": "my-table",
+        "SHARED": "same",
+        "ARN": "arn:aws:dynamodb:us-east-1:123456789012:table/my-table",
+        "SUBBED": "dev-us-east-1-my-table-${Literal}",
+        "JOINED": "dev/x",
+        "FLAG": "true",
+    }
+
+
+def test_parameter_overrides_win_over_defaults(app: dict[str, Any]) -> None:
+    (spec,) = functions(app, table_name="t", parameter_overrides={"Stage": "prod"})
+
+    assert spec.environment["JOINED"] == "prod/x"
+
+
+def test_routes_take_their_auth_from_the_event_or_the_apis_default(app: dict[str, Any]) -> None:
+    (spec,) = functions(app, table_name="t")
+
+    assert spec.routes == [
+        RouteSpec("GET", "/a", "jwt"),
+        RouteSpec("POST", "/b", "none"),
+        RouteSpec("PUT", "/c", "iam"),
+        RouteSpec("GET", "/d", "jwt"),  # implicit API: Globals.HttpApi's default
+    ]
+    assert spec.schedules == [
+        ScheduleSpec("Tick", "rate(5 minutes)"),
+        ScheduleSpec("Tock", "cron(0 * * * ? *)"),
+    ]
+
+
+def test_lambda_authorizers_and_unresolvable_values_are_refused(app: dict[str, Any]) -> None:
+    events = app["Resources"]["One"]["Properties"]["Events"]
+    events["Default"]["Properties"]["Auth"] = {"Authorizer": "Custom"}
+    with pytest.raises(TemplateError, match="Lambda authorizer"):
+        functions(app, table_name="t")
+
+    del events["Default"]["Properties"]["Auth"]
+    app["Resources"]["One"]["Properties"]["Environment"]["Variables"]["X"] = {"Ref": "NoDefault"}
+    with pytest.raises(TemplateError, match="NoDefault"):
+        functions(app, table_name="t")
+
+    app["Resources"]["One"]["Properties"]["Environment"]["Variables"]["X"] = {"Fn::ImportValue": "y"}
+    with pytest.raises(TemplateError, match="Fn::ImportValue"):
+        functions(app, table_name="t")
+
+
+def test_table_kwargs_and_ttl(app: dict[str, Any]) -> None:
+    assert table_create_kwargs(app, "t") == {
+        "TableName": "t",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    assert table_ttl_attribute(app) == "expires"
+
+    app["Resources"]["Table"]["Properties"]["BillingMode"] = {
+        "Fn::If": ["C", "PROVISIONED", "PAY_PER_REQUEST"]
+    }
+    with pytest.raises(TemplateError, match="BillingMode"):
+        table_create_kwargs(app, "t")
+
+    app["Resources"]["Other"] = {"Type": "AWS::DynamoDB::Table"}
+    with pytest.raises(TemplateError, match="exactly one"):
+        table_create_kwargs(app, "t")
+
+
+# --------------------------------------------------------------------------------------------------
+# Route selection and claims (local/gateway.py internals that API Gateway defines)
+# --------------------------------------------------------------------------------------------------
+
+
+def _route(method: str, path: str) -> _Route:
+    return _Route.compile(RouteSpec(method, path, "none"), LoadedFunction(None, print, "m", "us-east-1"))  # type: ignore[arg-type]
+
+
+def _best(routes: list[_Route], method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    segments = path.split("/")[1:]
+    found = [(route, params) for route in routes if (params := route.match(method, segments)) is not None]
+    if not found:
+        return None
+    route, params = min(found, key=lambda item: item[0].specificity())
+    return route.spec.route_key, params
+
+
+def test_the_most_specific_route_wins() -> None:
+    routes = [
+        _route("ANY", "/pets/{proxy+}"),
+        _route("GET", "/pets/{id}"),
+        _route("GET", "/pets/dog"),
+        _route("ANY", "/pets/{id}"),
+        _route("ANY", "$default"),
+    ]
+
+    assert _best(routes, "GET", "/pets/dog") == ("GET /pets/dog", {})
+    assert _best(routes, "GET", "/pets/7") == ("GET /pets/{id}", {"id": "7"})
+    assert _best(routes, "POST", "/pets/7") == ("ANY /pets/{id}", {"id": "7"})
+    assert _best(routes, "GET", "/pets/a/b%20c") == ("ANY /pets/{proxy+}", {"proxy": "a/b c"})
+    assert _best(routes, "GET", "/other") == ("$default", {})
+
+
+def test_claims_are_strings_like_api_gateways() -> None:
+    assert [_claim_string(value) for value in ("a", 3, 1.5, True, ["x", "y"], {"k": 1})] == [
+        "a",
+        "3",
+        "1.5",
+        "true",
+        "[x y]",
+        '{"k":1}',
+    ]
