@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits import services
-from ai_credits.api import create_app, json_response, now
+from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import ActivationRequest, ActivationResponse
 from ai_credits.observability import logger, metrics
 
@@ -21,7 +21,11 @@ app = create_app()
 @app.post(
     "/v1/activations",
     summary="Activate a site",
-    responses={201: {"description": "activated"}, 200: {"description": "already active: token rotated"}},
+    responses={
+        201: success(ActivationResponse, "activated"),
+        200: success(ActivationResponse, "already active: its token is rotated, the old one stops working"),
+        **error_responses("malformed_json", "not_found", "license_expired", "activation_limit_reached"),
+    },
     tags=["plugin"],
 )
 def activate(request: Annotated[ActivationRequest, Body()]) -> Response[ActivationResponse]:
@@ -34,7 +38,7 @@ def activate(request: Annotated[ActivationRequest, Body()]) -> Response[Activati
 @app.delete(
     "/v1/activations/current",
     summary="Deactivate the site of this activation token",
-    responses={204: {"description": "deactivated"}},
+    responses={204: success(None, "deactivated"), **error_responses("unauthorized")},
     tags=["plugin"],
 )
 def deactivate() -> Response[None]:

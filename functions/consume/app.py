@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits import services
-from ai_credits.api import create_app, json_response, now
+from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import ConsumeRequest, ConsumeResponse
 from ai_credits.observability import logger, metrics
 
@@ -21,7 +21,12 @@ app = create_app()
 @app.post(
     "/v1/consume",
     summary="Spend credits",
-    responses={402: {"description": "amount larger than remaining"}},
+    responses={
+        200: success(ConsumeResponse, "charged, or the first answer replayed"),
+        **error_responses(
+            "malformed_json", "unauthorized", "insufficient_credits", "license_expired", "idempotency_conflict"
+        ),
+    },
     tags=["plugin"],
 )
 def consume(request: Annotated[ConsumeRequest, Body()]) -> Response[ConsumeResponse]:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits import services
-from ai_credits.api import create_app, etag_matches, json_response, now
+from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
 from ai_credits.models import BalanceResponse
 from ai_credits.observability import logger, metrics
 
@@ -20,8 +20,9 @@ app = create_app()
     "/v1/balance",
     summary="The site's and the license's credits (strongly consistent)",
     responses={
-        200: {"description": "the balance", "content": {"application/json": {"model": BalanceResponse}}},
-        304: {"description": "not modified since the ETag sent in If-None-Match"},
+        200: success(BalanceResponse, "the balance, with an ETag"),
+        304: success(None, "not modified since the ETag sent in If-None-Match"),
+        **error_responses("unauthorized"),
     },
     tags=["plugin"],
 )

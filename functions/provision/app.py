@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits import services
-from ai_credits.api import create_app, json_response, now
+from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import LicenseId, ProvisionRequest, ProvisionResponse
 from ai_credits.observability import logger, metrics
 
@@ -20,7 +20,11 @@ app = create_app()
 @app.put(
     "/v1/admin/licenses/<license_id>",
     summary="Create or update a license",
-    responses={201: {"description": "created"}, 200: {"description": "updated"}},
+    responses={
+        201: success(ProvisionResponse, "created"),
+        200: success(ProvisionResponse, "updated"),
+        **error_responses("malformed_json", "unauthorized", "activation_limit_reached", "license_key_in_use"),
+    },
     tags=["billing"],
 )
 def put_license(

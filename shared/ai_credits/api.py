@@ -28,6 +28,42 @@ def problem(status: int, code: str, title: str, detail: str, headers: dict[str, 
     return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers)
 
 
+_ERROR_STATUS = {
+    "malformed_json": 400,
+    "unauthorized": 401,
+    "insufficient_credits": 402,
+    "license_expired": 403,
+    "not_found": 404,
+    "over_allocation": 409,
+    "below_used": 409,
+    "activation_limit_reached": 409,
+    "idempotency_conflict": 409,
+    "license_key_in_use": 409,
+    "validation_error": 422,
+    "unavailable": 503,
+}
+
+
+def success(model: type[Any] | None, description: str) -> dict[str, Any]:
+    """An OpenAPI success response with its JSON body model (None: no body)."""
+    if model is None:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def error_responses(*codes: str) -> dict[int, dict[str, Any]]:
+    """OpenAPI responses for the contract's error codes a route can answer (problem+json)."""
+    from ai_credits.models import Problem  # noqa: PLC0415
+
+    by_status: dict[int, list[str]] = {}
+    for code in ("validation_error", "unavailable", *codes):
+        by_status.setdefault(_ERROR_STATUS[code], []).append(code)
+    return {
+        status: {"description": " or ".join(names), "content": {PROBLEM_JSON: {"model": Problem}}}
+        for status, names in sorted(by_status.items())
+    }
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -99,3 +135,14 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     candidates = [candidate.strip() for candidate in if_none_match.split(",")]
     return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)
+
+
+def portal_account(app: APIGatewayHttpResolver) -> str:
+    """The caller's account: the ``sub`` claim the HTTP API's JWT authorizer verified."""
+    from ai_credits.errors import Unauthorized  # noqa: PLC0415
+
+    claims = app.current_event.request_context.authorizer.jwt_claim
+    account_id = claims.get("sub") if claims else None
+    if not account_id:
+        raise Unauthorized("a portal token with a 'sub' claim is required")
+    return str(account_id)

@@ -46,6 +46,29 @@ class _Response(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
 
+class ValidationIssue(_Response):
+    loc: list[str]
+    type: str
+    msg: str
+
+
+class Problem(_Response):
+    """RFC 9457 problem details; ``code`` is the contract's error code. The extra members exist
+    only for the codes that carry them."""
+
+    type: str = Field(examples=["https://ai-credits.dev/problems/insufficient_credits"])
+    title: str
+    status: int
+    detail: str
+    code: str = Field(examples=["insufficient_credits"])
+    remaining: int | None = Field(default=None, description="insufficient_credits")
+    available: int | None = Field(default=None, description="over_allocation")
+    requested: int | None = Field(default=None, description="over_allocation")
+    site: str | None = Field(default=None, description="below_used")
+    used: int | None = Field(default=None, description="below_used")
+    errors: list[ValidationIssue] | None = Field(default=None, description="validation_error")
+
+
 # -- plugin -------------------------------------------------------------------------------
 
 
@@ -143,6 +166,25 @@ class CreditsView(_Response):
     unallocated: int
     needs_allocation: bool
     sites: list[CreditsSite]
+
+
+class LicenseListItem(_Response):
+    license_id: str
+    plan: Plan
+    status: Status
+    term_end: str
+    credits_total: int
+    unallocated: int
+
+
+class LicenseList(_Response):
+    licenses: list[LicenseListItem]
+
+
+class AllocationRequest(_Request):
+    """*Apply*: absolute allocations of the named sites (keys are site URLs, normalized)."""
+
+    allocations: dict[str, CreditAmount] = Field(examples=[{"example.com": 700, "staging.example.com": 50}])
 
 
 class ImportedActivation(_Request):

@@ -8,14 +8,20 @@ different in kind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ai_credits.domain import Environment, License, Plan, SiteEntry, Status
+from ai_credits.clock import add_months, format_timestamp, parse_timestamp
+from ai_credits.domain import Environment, License, Plan, Site, SiteEntry, Status
 from ai_credits.site_urls import InvalidSiteUrl, classify_environment, normalize_site_url
 
 __all__ = [
     "ActivationPlan",
+    "AllocationPlan",
+    "BelowUsedSite",
+    "InactiveSite",
+    "OverAllocated",
+    "Renewal",
     "ImportedSite",
     "InvalidSiteUrl",
     "classify_environment",
@@ -23,7 +29,11 @@ __all__ = [
     "is_expired",
     "license_status",
     "normalize_site_url",
+    "next_term",
     "plan_activation",
+    "plan_allocations",
+    "plan_renewal",
+    "should_renew",
 ]
 
 
@@ -123,3 +133,118 @@ def import_allocations(
         allocations[live_sites[0].site] = credits_total
         return allocations, False
     return allocations, bool(live_sites)
+
+
+# -- Apply (the portal's allocations) -----------------------------------------------------
+
+
+class InactiveSite(Exception):
+    """A named site that is not an active activation of the license (404)."""
+
+    def __init__(self, site: str) -> None:
+        super().__init__(site)
+        self.site = site
+
+
+class BelowUsedSite(Exception):
+    def __init__(self, site: str, used: int) -> None:
+        super().__init__(site)
+        self.site, self.used = site, used
+
+
+class OverAllocated(Exception):
+    def __init__(self, available: int, requested: int) -> None:
+        super().__init__(f"{requested} > {available}")
+        self.available, self.requested = available, requested
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationPlan:
+    """The sites whose allocation changes: ``(site, old, new)``."""
+
+    changes: tuple[tuple[str, int, int], ...]
+
+
+def plan_allocations(unallocated: int, sites: Mapping[str, Site], requested: Mapping[str, int]) -> AllocationPlan:
+    """Rule 3 for an Apply of absolute allocations (sites not named keep theirs).
+
+    Checked in this order: every named site is an active activation (404), none is set below
+    what it used this term (``below_used``), and the named sites' current allocations plus
+    ``unallocated`` cover what is asked (``over_allocation``). The database checks the same
+    again when writing.
+    """
+    for site in requested:
+        current = sites.get(site)
+        if current is None or not current.active:
+            raise InactiveSite(site)
+    for site, allocation in requested.items():
+        if allocation < sites[site].used:
+            raise BelowUsedSite(site, sites[site].used)
+    available = unallocated + sum(sites[site].allocated for site in requested)
+    asked = sum(requested.values())
+    if asked > available:
+        raise OverAllocated(available, asked)
+    return AllocationPlan(
+        changes=tuple(
+            (site, sites[site].allocated, allocation)
+            for site, allocation in sorted(requested.items())
+            if allocation != sites[site].allocated
+        )
+    )
+
+
+# -- renewal (rule 5) ---------------------------------------------------------------------
+
+
+def should_renew(license_: License, now: str) -> bool:
+    """The term has ended and the license is paid through it (billing extends ``expires_at``)."""
+    return license_.term_end <= now and license_.expires_at > license_.term_end
+
+
+def next_term(term_end: str, term_months: int, now: str) -> tuple[str, str]:
+    """The term that contains ``now``: each term starts at the previous ``term_end`` and lasts
+    ``term_months`` calendar months, so a license several terms behind catches up at once."""
+    start = parse_timestamp(term_end)
+    end = add_months(start, term_months)
+    while format_timestamp(end) <= now:
+        start, end = end, add_months(end, term_months)
+    return format_timestamp(start), format_timestamp(end)
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    term_start: str
+    term_end: str
+    allocations: dict[str, int]  # every active site's allocation in the new term
+    unallocated: int
+    needs_allocation: bool
+    dropped: tuple[str, ...]  # inactive sites: they leave the view when their term ends
+
+
+def plan_renewal(license_: License, sites: Sequence[Site], now: str) -> Renewal:
+    """Rule 5: the new term starts with ``credits_per_term``, every ``used`` at 0.
+
+    Multi-site: every allocation restarts at 0 and ``needs_allocation`` becomes true when the
+    license has activations. Single-site: the live site gets the full balance again, the others
+    0 (while the customer still has to allocate under rule 7, nothing is automatic). With more
+    than one live site, the one activated first gets it.
+    """
+    term_start, term_end = next_term(license_.term_end, license_.term_months, now)
+    active = sorted((site for site in sites if site.active), key=lambda site: (site.activated_at, site.site))
+    allocations = {site.site: 0 for site in active}
+    credits = license_.credits_per_term
+    needs_allocation = license_.needs_allocation
+    if license_.plan == "multi-site":
+        needs_allocation = bool(active)
+    elif not needs_allocation:
+        live = [site for site in active if site.environment == "live"]
+        if live:
+            allocations[live[0].site] = credits
+    return Renewal(
+        term_start=term_start,
+        term_end=term_end,
+        allocations=allocations,
+        unallocated=credits - sum(allocations.values()),
+        needs_allocation=needs_allocation,
+        dropped=tuple(sorted(site.site for site in sites if not site.active)),
+    )

@@ -17,11 +17,13 @@ from ai_credits.credentials import ActivationToken, bearer_token, new_activation
 from ai_credits.domain import Environment, License, Site, SiteEntry
 from ai_credits.errors import (
     ActivationLimitReached,
+    BelowUsed,
     IdempotencyConflict,
     InsufficientCredits,
     LicenseExpired,
     LicenseKeyInUse,
     NotFound,
+    OverAllocation,
     Unauthorized,
     Unavailable,
     field_error,
@@ -35,6 +37,8 @@ from ai_credits.models import (
     ConsumeResponse,
     CreditsSite,
     CreditsView,
+    LicenseList,
+    LicenseListItem,
     LicenseSummary,
     ProvisionRequest,
     ProvisionResponse,
@@ -487,3 +491,190 @@ def _explain_refusal(
         f"{request.amount} credits asked, {site['remaining']} remaining", remaining=site["remaining"]
     )
 
+
+
+# -- portal -------------------------------------------------------------------------------
+
+MAX_APPLY_SITES = 98  # one transaction: the license item + 98 sites, with room to spare
+
+
+def _owned_license(account_id: str, license_id: str) -> tuple[License, list[Site]]:
+    """The license and its sites, or 404 — the same 404 whether it is missing or another account's."""
+    license_, sites = store.get_license_with_sites(license_id)
+    if license_ is None or license_.account_id != account_id:
+        raise NotFound(f"no license {license_id!r} in this account")
+    return license_, sites
+
+
+def list_licenses(account_id: str, now: str) -> LicenseList:
+    """``GET /v1/licenses``."""
+    items = sorted(store.licenses_of_account(account_id), key=lambda item: item["license_id"])
+    return LicenseList(
+        licenses=[
+            LicenseListItem(
+                license_id=item["license_id"],
+                plan=item["plan"],
+                status="expired" if rules.is_expired(item["expires_at"], now) else "active",
+                term_end=item["term_end"],
+                credits_total=item["credits_total"],
+                unallocated=item["unallocated"],
+            )
+            for item in items
+        ]
+    )
+
+
+def license_credits(account_id: str, license_id: str, now: str) -> CreditsView:
+    """``GET /v1/licenses/{license_id}/credits``: the *Manage AI Credits* screen."""
+    license_, sites = _owned_license(account_id, license_id)
+    return credits_view(license_, sites, now)
+
+
+def _requested_allocations(allocations: dict[str, int]) -> dict[str, int]:
+    if len(allocations) > MAX_APPLY_SITES:
+        raise field_error(
+            ("body", "allocations"),
+            "too_many_sites",
+            f"at most {MAX_APPLY_SITES} sites per Apply ({len(allocations)} given); apply in several steps",
+        )
+    requested: dict[str, int] = {}
+    for raw, allocation in allocations.items():
+        site = _site_key(raw, ("body", "allocations", raw))
+        if site in requested:
+            raise field_error(("body", "allocations", raw), "duplicate_site", f"{site} is named twice")
+        requested[site] = allocation
+    return requested
+
+
+def apply_allocations(account_id: str, license_id: str, allocations: dict[str, int], now: str) -> CreditsView:
+    """``PUT /v1/licenses/{license_id}/allocations``: *Apply*, all or nothing.
+
+    Decided on one read, written in one transaction whose conditions re-check everything; if a
+    concurrent change made the write fail, decide again on fresh values (so two portal tabs
+    can never together exceed ``credits_total``, and the error the loser sees is current).
+    """
+    requested = _requested_allocations(allocations)
+    for _ in range(STALE_RETRIES):
+        license_, sites = _owned_license(account_id, license_id)
+        if rules.is_expired(license_.expires_at, now):
+            raise LicenseExpired(f"the license expired at {license_.expires_at}")
+        by_site = {site.site: site for site in sites}
+        try:
+            plan = rules.plan_allocations(license_.unallocated, by_site, requested)
+        except rules.InactiveSite as error:
+            raise NotFound(f"{error.site} is not an active site of this license") from None
+        except rules.BelowUsedSite as error:
+            raise BelowUsed(
+                f"{error.site} already used {error.used} credits this term", site=error.site, used=error.used
+            ) from None
+        except rules.OverAllocated as error:
+            raise OverAllocation(
+                f"{error.requested} credits asked for these sites, {error.available} available",
+                available=error.available,
+                requested=error.requested,
+            ) from None
+        changes = [store.AllocationChange(site, old, new) for site, old, new in plan.changes]
+        try:
+            store.write_allocations(license_, changes, now)
+        except store.AllocationRefused:
+            continue
+        delta = sum(change.new_allocated - change.old_allocated for change in changes)
+        applied = {change.site: change.new_allocated for change in changes}
+        updated_sites = [
+            replace(site, allocated=applied[site.site], remaining=applied[site.site] - site.used)
+            if site.site in applied
+            else site
+            for site in sites
+        ]
+        updated = replace(license_, unallocated=license_.unallocated - delta, needs_allocation=False)
+        return credits_view(updated, updated_sites, now)
+    raise Unavailable("the license is being changed concurrently; retry shortly")
+
+
+# -- scheduler: renewal -------------------------------------------------------------------
+
+
+def renew_license(license_id: str, now: str) -> str:
+    """Renew one license if its term has ended: ``renewed``, ``expired`` or ``not_due``.
+
+    Exactly once per term: the write applies only to the version read, so a second run that
+    overlaps finds the term moved on and answers ``not_due``.
+    """
+    for _ in range(STALE_RETRIES):
+        license_, sites = store.get_license_with_sites(license_id)
+        if license_ is None:
+            raise NotFound(f"no license {license_id!r}")
+        if license_.term_end > now:
+            return "not_due"
+        try:
+            if not rules.should_renew(license_, now):
+                store.mark_expired(license_)
+                return "expired"
+            _write_renewal(license_, sites, now)
+            return "renewed"
+        except store.StaleLicense:
+            continue
+    raise Unavailable(f"license {license_id!r} kept changing during its renewal")
+
+
+def _write_renewal(license_: License, sites: list[Site], now: str) -> None:
+    renewal = rules.plan_renewal(license_, sites, now)
+    active = {site.site: site for site in sites if site.active}
+    renewed = replace(
+        license_,
+        term_start=renewal.term_start,
+        term_end=renewal.term_end,
+        credits_total=license_.credits_per_term,
+        unallocated=renewal.unallocated,
+        needs_allocation=renewal.needs_allocation,
+        sites={site: replace(entry, used=0) for site, entry in license_.sites.items() if site in active},
+    )
+    unused = {site.site: site.remaining for site in active.values()}
+    expiry_entry = {
+        "term_start": license_.term_start,
+        "term_end": license_.term_end,
+        "credits_total": license_.credits_total,
+        "unallocated": license_.unallocated,
+        "sites": unused,
+        "expired": license_.unallocated + sum(unused.values()),
+        "at": now,
+    }
+    store.write_renewal(
+        license_,
+        renewed,
+        [store.RenewedSite(site, renewal.allocations[name]) for name, site in active.items()],
+        [site for site in sites if not site.active],
+        expiry_entry,
+    )
+
+
+@dataclass
+class RenewalReport:
+    now: str
+    renewed: list[str]
+    expired: list[str]
+    not_due: list[str]
+    failed: list[dict[str, str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "renewed": self.renewed,
+            "expired": self.expired,
+            "not_due": self.not_due,
+            "failed": self.failed,
+        }
+
+
+def renew_due(now: str, license_ids: list[str] | None = None) -> RenewalReport:
+    """Renew every license whose term ended (or the ones named). One failing license is
+    reported and does not stop the others."""
+    report = RenewalReport(now=now, renewed=[], expired=[], not_due=[], failed=[])
+    for license_id in license_ids if license_ids is not None else store.licenses_due(now):
+        try:
+            outcome = renew_license(license_id, now)
+        except Exception as error:  # noqa: BLE001 - reported, logged by the handler, never hidden
+            report.failed.append({"license_id": license_id, "error": f"{type(error).__name__}: {error}"})
+            continue
+        getattr(report, outcome).append(license_id)
+    return report

@@ -786,3 +786,202 @@ def site_remaining(license_id: str, site: str) -> int:
         ProjectionExpression="remaining",
     )
     return int(response["Item"]["remaining"]["N"]) if "Item" in response else 0
+
+
+# -- portal -------------------------------------------------------------------------------
+
+
+def licenses_of_account(account_id: str) -> list[dict[str, Any]]:
+    """The licenses of an account (gsi1, eventually consistent: a list, not a balance)."""
+    kwargs: Item = {
+        "TableName": _table(),
+        "IndexName": "gsi1",
+        "KeyConditionExpression": "gsi1pk = :account",
+        "ExpressionAttributeValues": {":account": {"S": f"ACCOUNT#{account_id}"}},
+    }
+    licenses: list[dict[str, Any]] = []
+    while True:
+        response = _call(client().query, **kwargs)
+        licenses.extend(from_item(item) for item in response.get("Items", []))
+        if "LastEvaluatedKey" not in response:
+            return licenses
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationChange:
+    site: str
+    old_allocated: int
+    new_allocated: int
+
+
+class AllocationRefused(Exception):
+    """An Apply the database refused: the license and sites as they were (None where they passed)."""
+
+    def __init__(self, license_: dict[str, Any] | None, sites: dict[str, dict[str, Any] | None]) -> None:
+        super().__init__("allocation refused")
+        self.license = license_
+        self.sites = sites
+
+
+def write_allocations(license_: License, changes: Sequence[AllocationChange], now: str) -> None:
+    """Apply: move credits between ``unallocated`` and the named sites, all or nothing.
+
+    Conditions, each enforced by DynamoDB: ``unallocated`` never below 0 (``unallocated >=
+    :delta``), the term unchanged since the read, the license not expired; every site still
+    active, still holding the allocation that was read, and not set below its ``used``.
+    """
+    delta = sum(change.new_allocated - change.old_allocated for change in changes)
+    condition = "term_start = :term_start AND expires_at > :now"
+    values: dict[str, Any] = {
+        ":delta": delta,
+        ":term_start": license_.term_start,
+        ":now": now,
+        ":false": False,
+        ":one": 1,
+    }
+    if delta > 0:
+        condition += " AND unallocated >= :delta"
+    license_item = _update(
+        license_key(license_.license_id),
+        "SET unallocated = unallocated - :delta, needs_allocation = :false, version = version + :one",
+        condition,
+        None,
+        values,
+    )
+    site_items = [
+        _update(
+            site_key(license_.license_id, change.site),
+            "SET allocated = :new, remaining = :new - used",
+            "active = :true AND allocated = :old AND used <= :new",
+            None,
+            {":new": change.new_allocated, ":old": change.old_allocated, ":true": True},
+        )
+        for change in changes
+    ]
+    try:
+        transact([license_item, *site_items])
+    except Cancelled as cancelled:
+        if not any(cancelled.failed(index) for index in range(len(changes) + 1)):
+            raise
+        raise AllocationRefused(
+            cancelled.old(0) if cancelled.failed(0) else None,
+            {
+                change.site: cancelled.old(index + 1)
+                for index, change in enumerate(changes)
+                if cancelled.failed(index + 1)
+            },
+        ) from cancelled
+
+
+# -- renewal ------------------------------------------------------------------------------
+
+
+def licenses_due(now: str) -> list[str]:
+    """Ids of the licenses whose term ended at or before ``now``: gsi3, one query per shard.
+
+    gsi3 is sparse: a license leaves it when it is marked expired and comes back when
+    billing updates it.
+    """
+    due: list[str] = []
+    for shard in range(RENEWAL_SHARDS):
+        kwargs: Item = {
+            "TableName": _table(),
+            "IndexName": "gsi3",
+            "KeyConditionExpression": "gsi3pk = :shard AND gsi3sk < :bound",
+            # "$" sorts right after "#": every "<term_end>#<id>" with term_end <= now.
+            "ExpressionAttributeValues": {":shard": {"S": f"TERM_END#{shard}"}, ":bound": {"S": f"{now}$"}},
+        }
+        while True:
+            response = _call(client().query, **kwargs)
+            due.extend(from_item(item)["pk"].removeprefix("LICENSE#") for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    return due
+
+
+@dataclass(frozen=True, slots=True)
+class RenewedSite:
+    read: Site
+    allocated: int  # the new term's allocation (``used`` restarts at 0)
+
+
+def write_renewal(
+    read: License,
+    renewed: License,
+    sites: Sequence[RenewedSite],
+    dropped: Sequence[Site],
+    expiry_entry: Mapping[str, Any],
+) -> None:
+    """Start the next term, once: one transaction over the license, its sites and the ledger.
+
+    The license part applies only to the version read (a second, overlapping run fails here
+    and changes nothing); each site must still show the ``used`` that was read, so the unused
+    credits written to the ledger as expired are exact; inactive sites leave the view.
+    """
+    values = license_values(renewed)
+    sets = {name: values[name] for name in ("gsi3sk", "term_start", "term_end", "credits_total",
+                                           "unallocated", "needs_allocation", "sites")}  # fmt: skip
+    items = [_license_update(read, sets, now=None)]
+    items.extend(
+        _update(
+            site_key(read.license_id, renewed_site.read.site),
+            "SET allocated = :allocated, used = :zero, remaining = :allocated",
+            "used = :used AND remaining = :remaining",
+            None,
+            {
+                ":allocated": renewed_site.allocated,
+                ":zero": 0,
+                ":used": renewed_site.read.used,
+                ":remaining": renewed_site.read.remaining,
+            },
+        )
+        for renewed_site in sites
+    )
+    items.extend(
+        {
+            "Delete": {
+                "TableName": _table(),
+                "Key": site_key(read.license_id, site.site),
+                "ConditionExpression": "active = :false",
+                "ExpressionAttributeValues": {":false": {"BOOL": False}},
+            }
+        }
+        for site in dropped
+    )
+    items.append(
+        _put(
+            {
+                "pk": f"LEDGER#{read.license_id}",
+                "sk": f"EXPIRY#{read.term_start}",
+                "type": "expiry",
+                "license_id": read.license_id,
+                **expiry_entry,
+            },
+            "attribute_not_exists(pk)",
+        )
+    )
+    try:
+        transact(items)
+    except Cancelled as cancelled:
+        _raise_for_license(cancelled)
+        if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
+            raise StaleLicense(None) from cancelled
+        raise
+
+
+def mark_expired(read: License) -> None:
+    """Take a license that was not paid through out of the renewal index (billing's next
+    update puts it back)."""
+    try:
+        _call(
+            client().update_item,
+            TableName=_table(),
+            Key=license_key(read.license_id),
+            UpdateExpression="REMOVE gsi3pk, gsi3sk SET version = version + :one",
+            ConditionExpression="version = :version",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":version": {"N": str(read.version)}},
+        )
+    except ConditionFailed as failed:
+        raise StaleLicense(None) from failed

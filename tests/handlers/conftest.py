@@ -87,7 +87,7 @@ def make_event(
         event["headers"].update(headers)
     if path_license_id is not None:
         event["pathParameters"]["license_id"] = path_license_id
-        path = f"/v1/admin/licenses/{path_license_id}"
+        path = event["routeKey"].split(" ", 1)[1].replace("{license_id}", path_license_id)
         event["rawPath"] = event["requestContext"]["http"]["path"] = path
     return event
 
@@ -98,6 +98,9 @@ FUNCTION_OF_EVENT = {
     "deactivate": "activate",
     "get_balance": "get_balance",
     "consume": "consume",
+    "list_licenses": "licenses",
+    "get_credits": "licenses",
+    "put_allocations": "allocate",
 }
 
 
@@ -188,3 +191,21 @@ def deactivate(table: str) -> Callable[[str], Answer]:
         return invoke("deactivate", make_event("deactivate", token=token))
 
     return _deactivate
+
+
+@pytest.fixture
+def portal(table: str) -> Callable[..., Answer]:
+    """Call a portal route as account ``account``: ``portal("get_credits", "acct-1", "lic-1")``."""
+
+    def _portal(event_name: str, account: str, license_id: str | None = None, body: Any = ...) -> Answer:
+        event = make_event(event_name, body=body, path_license_id=license_id)
+        event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = account
+        return invoke(event_name, event)
+
+    return _portal
+
+
+def renew(event: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the renew function as EventBridge Scheduler or the Lambda Invoke API does."""
+    result: dict[str, Any] = load_function("renew").lambda_handler(event, LambdaContext())
+    return result

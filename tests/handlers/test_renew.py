@@ -1,0 +1,180 @@
+"""Renewal (rule 5) and expiry (rule 8) through the renew function, on moto."""
+
+from __future__ import annotations
+
+import pytest
+
+from ai_credits import store
+from tests.handlers.conftest import renew, sample_event
+
+TERM_END = "2027-11-01T00:00:00Z"
+PAID = "2028-11-01T00:00:00Z"
+
+
+def _at(time: str) -> dict:
+    event = sample_event("renew-scheduled")
+    event["time"] = time
+    return event
+
+
+def _sites(portal, license_id):
+    answer = portal("get_credits", "acct-1", license_id)
+    return answer.body, {site["site"]: site for site in answer.body["sites"]}
+
+
+def test_rule5_single_site_renewal_gives_the_live_site_the_full_balance_again(provision, activate, consume, portal):
+    provision("lic-s", license_key="key-s-secret", expires_at=PAID, credits_per_term=1200)
+    live = activate("key-s-secret", "shop.com").body["activation_token"]
+    activate("key-s-secret", "staging.shop.com")
+    portal("put_allocations", "acct-1", "lic-s", {"allocations": {"shop.com": 900, "staging.shop.com": 100}})
+    consume(live, 300)
+
+    result = renew(_at("2027-11-01T01:00:00Z"))
+
+    assert result["renewed"] == ["lic-s"]
+    view, sites = _sites(portal, "lic-s")
+    assert (view["term_start"], view["term_end"]) == (TERM_END, "2028-11-01T00:00:00Z")
+    assert (view["credits_total"], view["unallocated"]) == (1200, 0)
+    assert (sites["shop.com"]["allocated"], sites["shop.com"]["used"], sites["shop.com"]["remaining"]) == (1200, 0, 1200)
+    assert sites["staging.shop.com"]["allocated"] == 0
+
+
+def test_rule5_multi_site_renewal_restarts_allocations_at_zero_and_needs_allocation(provision, activate, consume, portal):
+    provision("lic-m", license_key="key-m-secret", plan="multi-site", site_limit=3, expires_at=PAID)
+    token = activate("key-m-secret", "a.com").body["activation_token"]
+    activate("key-m-secret", "b.com")
+    portal("put_allocations", "acct-1", "lic-m", {"allocations": {"a.com": 500, "b.com": 400}})
+    consume(token, 50)
+
+    renew(_at("2027-11-01T01:00:00Z"))
+
+    view, sites = _sites(portal, "lic-m")
+    assert view["needs_allocation"] is True
+    assert (view["allocated"], view["unallocated"]) == (0, 1000)
+    assert all((site["allocated"], site["used"]) == (0, 0) for site in sites.values())
+    assert portal("put_allocations", "acct-1", "lic-m", {"allocations": {"a.com": 700}}).status == 200
+
+
+def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expired(provision, activate, consume):
+    provision("lic-e", license_key="key-e-secret", expires_at=PAID)
+    token = activate("key-e-secret", "shop.com").body["activation_token"]
+    consume(token, 300)
+
+    renew(_at("2027-11-01T01:00:00Z"))
+
+    [expiry] = [entry for entry in store.consume_entries("lic-e") if entry["type"] == "expiry"]
+    assert (expiry["term_start"], expiry["expired"], expiry["sites"]) == ("2026-11-01T00:00:00Z", 700, {"shop.com": 700})
+
+
+def test_a_renewal_run_twice_refreshes_once(provision, activate, consume, balance):
+    provision("lic-2x", license_key="key-2x-secret", expires_at=PAID)
+    token = activate("key-2x-secret", "shop.com").body["activation_token"]
+
+    first = renew(_at("2027-11-01T01:00:00Z"))
+    consume(token, 10)
+    second = renew(_at("2027-11-01T02:00:00Z"))
+    single = renew({"license_id": "lic-2x", "time": "2027-11-01T03:00:00Z"})
+
+    assert first["renewed"] == ["lic-2x"]
+    assert second["renewed"] == [] and single["not_due"] == ["lic-2x"]
+    assert balance(token).body["site"]["used"] == 10
+
+
+def test_a_license_several_terms_behind_catches_up_to_the_term_containing_now(provision, activate):
+    provision("lic-late", license_key="key-late-secret", term_months=1, term_start="2026-11-01T00:00:00Z",
+              term_end="2026-12-01T00:00:00Z", expires_at=PAID)  # fmt: skip
+
+    renew(_at("2027-03-15T00:00:00Z"))
+
+    license_ = store.get_license("lic-late")
+    assert (license_.term_start, license_.term_end) == ("2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z")
+
+
+def test_rule8_a_license_not_paid_through_is_marked_expired_not_renewed(provision, activate, consume, balance):
+    # The balance and consume calls run on the real clock: this term ends in the past.
+    past = {"term_start": "2025-06-01T00:00:00Z", "term_end": "2026-06-01T00:00:00Z"}
+    provision("lic-unpaid", license_key="key-unpaid-secret", expires_at="2027-06-01T00:00:00Z", **past)
+    token = activate("key-unpaid-secret", "shop.com").body["activation_token"]
+    provision("lic-unpaid", license_key="key-unpaid-secret", expires_at="2026-06-01T00:00:00Z", **past)
+
+    result = renew(_at("2026-06-01T01:00:00Z"))
+
+    assert result["expired"] == ["lic-unpaid"]
+    assert balance(token).body["license"]["status"] == "expired"
+    assert consume(token, 1).code == "license_expired"
+    assert renew(_at("2026-06-01T02:00:00Z"))["expired"] == []  # left the renewal index
+
+
+def test_a_paid_renewal_brings_an_expired_license_back(provision, activate, balance):
+    past = {"term_start": "2025-06-01T00:00:00Z", "term_end": "2026-06-01T00:00:00Z"}
+    provision("lic-back", license_key="key-back-secret", expires_at="2027-06-01T00:00:00Z", **past)
+    token = activate("key-back-secret", "shop.com").body["activation_token"]
+    provision("lic-back", license_key="key-back-secret", expires_at="2026-06-01T00:00:00Z", **past)
+    renew(_at("2026-06-01T01:00:00Z"))
+
+    provision("lic-back", license_key="key-back-secret", expires_at=PAID, **past)
+    result = renew(_at("2026-06-01T02:00:00Z"))
+
+    assert result["renewed"] == ["lic-back"]
+    assert balance(token).body["license"]["status"] == "active"
+
+
+def test_deactivated_sites_leave_the_view_when_their_term_ends(provision, activate, deactivate, portal):
+    provision("lic-d", license_key="key-d-secret", expires_at=PAID)
+    deactivate(activate("key-d-secret", "old.com").body["activation_token"])
+    activate("key-d-secret", "new.com")
+    assert set(_sites(portal, "lic-d")[1]) == {"old.com", "new.com"}
+
+    renew(_at("2027-11-01T01:00:00Z"))
+
+    assert set(_sites(portal, "lic-d")[1]) == {"new.com"}
+
+
+def test_licenses_not_due_are_left_alone(provision):
+    provision("lic-current", expires_at=PAID)
+    assert "lic-current" not in renew(_at("2027-10-31T23:00:00Z"))["renewed"]
+    assert store.get_license("lic-current").term_end == TERM_END
+
+
+def test_one_failing_license_does_not_stop_the_others(provision, monkeypatch):
+    provision("lic-ok", expires_at=PAID)
+    provision("lic-broken", expires_at=PAID)
+    original = store.write_renewal
+
+    def failing(read, *args, **kwargs):
+        if read.license_id == "lic-broken":
+            raise RuntimeError("injected failure")
+        return original(read, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_renewal", failing)
+    result = renew(_at("2027-11-01T01:00:00Z"))
+
+    assert result["renewed"] == ["lic-ok"]
+    assert result["failed"] == [{"license_id": "lic-broken", "error": "RuntimeError: injected failure"}]
+
+
+def test_a_new_credits_per_term_applies_from_the_next_term(provision, activate):
+    provision("lic-up", license_key="key-up-secret", expires_at=PAID)
+    activate("key-up-secret", "shop.com")
+    provision("lic-up", license_key="key-up-secret", expires_at=PAID, credits_per_term=2500)
+    assert store.get_license("lic-up").credits_total == 1000
+
+    renew(_at("2027-11-01T01:00:00Z"))
+
+    assert store.get_license("lic-up").credits_total == 2500
+
+
+@pytest.mark.parametrize("event", [{}, {"time": "2027-11-01T01:00:00Z"}])
+def test_the_renew_function_answers_a_report(table, event):
+    result = renew(event)
+    assert set(result) == {"now", "renewed", "expired", "not_due", "failed"}
+
+
+def test_renewal_requests_per_license(provision, activate, dynamodb_calls):
+    provision("lic-count", license_key="key-count-secret", expires_at=PAID)
+    activate("key-count-secret", "shop.com")
+    dynamodb_calls.clear()
+
+    renew({"license_id": "lic-count", "time": "2027-11-01T01:00:00Z"})
+
+    assert dict(dynamodb_calls) == {"Query": 1, "TransactWriteItems": 1}
