@@ -755,6 +755,44 @@ class GatewayServer(ThreadingHTTPServer):
             future.result()
 
 
+# -- the API's documentation: Swagger UI over the committed openapi.json -------------------------
+
+
+def _swagger_asset(name: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        from aws_lambda_powertools.event_handler.openapi import swagger_ui  # noqa: PLC0415
+
+        return (Path(swagger_ui.__file__).parent / name).read_bytes()
+
+    return read
+
+
+def _openapi_document() -> bytes:
+    return (REPO_ROOT / "openapi.json").read_bytes()
+
+
+def _swagger_page() -> bytes:
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html  # noqa: PLC0415
+
+    page = generate_swagger_html(
+        _openapi_document().decode("utf-8"),
+        "/docs/swagger-ui-bundle.min.js",  # Powertools ships the assets: no CDN needed
+        "/docs/swagger-ui.min.css",
+        "/docs",
+        None,
+    )
+    return page.encode("utf-8")
+
+
+#: Served by the local gateway only (not routes of template.yaml): path -> (content type, body).
+_DOCS: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "/docs": ("text/html; charset=utf-8", _swagger_page),
+    "/openapi.json": ("application/json", _openapi_document),
+    "/docs/swagger-ui-bundle.min.js": ("text/javascript", _swagger_asset("swagger-ui-bundle.min.js")),
+    "/docs/swagger-ui.min.css": ("text/css", _swagger_asset("swagger-ui.min.css")),
+}
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     server: GatewayServer
     protocol_version = "HTTP/1.1"  # keep-alive, like API Gateway
@@ -911,6 +949,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request_id = str(uuid.uuid4())
         body = self._read_body()
         if body is None:
+            return
+        if self.command in ("GET", "HEAD") and raw_path in _DOCS and self.server.match("GET", raw_path) is None:
+            self._send(200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0])
             return
         invoke_path = _INVOKE_PATH.match(raw_path)
         if self.command == "POST" and invoke_path is not None:
@@ -1076,7 +1117,12 @@ def describe(server: GatewayServer) -> str:
         lines.append(
             f"  {route.spec.method:<7} {base}{route.spec.path}  [{route.spec.auth}] -> {route.function.name}"
         )
-    lines += ["", f"Lambda Invoke API: POST {base}/2015-03-31/functions/<FunctionName>/invocations"]
+    lines += ["", f"API documentation: {base}/docs (Swagger UI), {base}/openapi.json"]
+    lines += [
+        "",
+        f"Lambda Invoke API: POST {base}/2015-03-31/functions/<FunctionName>/invocations"
+        f" ({server.concurrency} execution environments)",
+    ]
     for function in server.functions.values():
         schedules = ", ".join(f"{s.name}: {s.expression}" for s in function.spec.schedules)
         lines.append(f"  {function.name}" + (f"  (scheduled in AWS: {schedules})" if schedules else ""))

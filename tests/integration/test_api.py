@@ -142,3 +142,17 @@ def test_network_sub_sites_spend_from_the_network(api: Api):
     assert api.consume(token, 60, subsite_url="blog.example.org").body["remaining"] == 40
     _is_problem(api.consume(token, 41, subsite_url="shop.example.org"), 402, "insufficient_credits")
     assert api.consume(token, 40, subsite_url="shop.example.org").body["remaining"] == 0
+
+
+def test_the_gateway_serves_swagger_ui_and_the_committed_openapi_document(api: Api):
+    import json
+
+    from local.openapi import OPENAPI_PATH
+
+    page = api.call("GET", "/docs")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/docs/swagger-ui-bundle.min.js" in page.body and '"/v1/consume"' in page.body
+    assert api.call("GET", "/docs/swagger-ui-bundle.min.js").status == 200
+    document = api.call("GET", "/openapi.json")
+    assert document.body == json.loads(OPENAPI_PATH.read_text())
