@@ -11,11 +11,12 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test clean java dynamodb-local
+.PHONY: help setup run test openapi clean java dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   run the whole test suite (tests/)"
+	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
 	@echo "make clean  remove .venv, .local (including local data) and caches"
 
 setup: $(VENV_STAMP) java dynamodb-local
@@ -48,6 +49,9 @@ run: setup
 
 test: setup
 	$(VENV_PYTHON) -m pytest -q
+
+openapi: $(VENV_STAMP)
+	$(VENV_PYTHON) -m local.openapi
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .hypothesis .aws-sam .mypy_cache .ruff_cache *.egg-info

@@ -109,6 +109,18 @@ class Api:
         body = {"amount": amount, "request_id": request_id or uuid.uuid4().hex, **fields}
         return self.call("POST", "/v1/consume", body, token=token)
 
+    # -- the portal (``token`` is a portal JWT) ---------------------------------------------------
+
+    def licenses(self, token: str | None) -> Answer:
+        return self.call("GET", "/v1/licenses", token=token)
+
+    def credits(self, token: str | None, license_id: str) -> Answer:
+        return self.call("GET", f"/v1/licenses/{license_id}/credits", token=token)
+
+    def apply(self, token: str | None, license_id: str, allocations: Any) -> Answer:
+        """*Apply*: ``PUT .../allocations`` with ``{"allocations": allocations}``."""
+        return self.call("PUT", f"/v1/licenses/{license_id}/allocations", {"allocations": allocations}, token=token)
+
 
 def unique(prefix: str) -> str:
     """Ids are unique per test: the integration tests share one table."""
