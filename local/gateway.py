@@ -38,10 +38,10 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing import get_context
 from pathlib import Path
 from socketserver import TCPServer
 from typing import Any
@@ -760,7 +760,7 @@ class GatewayServer(ThreadingHTTPServer):
 
 def _swagger_asset(name: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        from aws_lambda_powertools.event_handler.openapi import swagger_ui  # noqa: PLC0415
+        from aws_lambda_powertools.event_handler.openapi import swagger_ui
 
         return (Path(swagger_ui.__file__).parent / name).read_bytes()
 
@@ -772,7 +772,7 @@ def _openapi_document() -> bytes:
 
 
 def _swagger_page() -> bytes:
-    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html  # noqa: PLC0415
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
 
     page = generate_swagger_html(
         _openapi_document().decode("utf-8"),
@@ -950,8 +950,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        if self.command in ("GET", "HEAD") and raw_path in _DOCS and self.server.match("GET", raw_path) is None:
-            self._send(200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0])
+        if (
+            self.command in ("GET", "HEAD")
+            and raw_path in _DOCS
+            and self.server.match("GET", raw_path) is None
+        ):
+            self._send(
+                200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0]
+            )
             return
         invoke_path = _INVOKE_PATH.match(raw_path)
         if self.command == "POST" and invoke_path is not None:

@@ -27,17 +27,19 @@ _TOKEN_ROUTES = {("get", "/v1/balance"), ("post", "/v1/consume"), ("delete", "/v
 
 
 def _security_schemes() -> dict[str, Any]:
-    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer  # noqa: PLC0415
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
     return {
         "activationToken": HTTPBearer(description="The activation token POST /v1/activations returned."),
-        "portalJwt": HTTPBearer(bearerFormat="JWT", description="The account portal's JWT; the account is `sub`."),
+        "portalJwt": HTTPBearer(
+            bearerFormat="JWT", description="The account portal's JWT; the account is `sub`."
+        ),
         "admin": HTTPBearer(description="Billing. In AWS: IAM (SigV4). Locally: Bearer LOCAL_ADMIN_TOKEN."),
     }
 
 
 def _route_security(template_path: Path) -> dict[tuple[str, str], str | None]:
-    from local import cfn  # noqa: PLC0415
+    from local import cfn
 
     security: dict[tuple[str, str], str | None] = {}
     for function in cfn.functions(cfn.load_template(template_path), "table"):
@@ -53,8 +55,8 @@ def build_openapi() -> dict[str, Any]:
     shared = str(ROOT / "shared")
     if shared not in sys.path:
         sys.path.insert(0, shared)
-    from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge  # noqa: PLC0415
-    from aws_lambda_powertools.event_handler.openapi.models import Server  # noqa: PLC0415
+    from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+    from aws_lambda_powertools.event_handler.openapi.models import Server
 
     merge = OpenAPIMerge(
         title=TITLE,
@@ -64,7 +66,7 @@ def build_openapi() -> dict[str, Any]:
         security_schemes=_security_schemes(),
         on_conflict="error",
     )
-    from local import cfn  # noqa: PLC0415
+    from local import cfn
 
     # The functions the template routes to (Powertools' discover() looks for a resolver built
     # in the file itself; ours come from ai_credits.api.create_app()).

@@ -233,7 +233,12 @@ def gateway(
     _reset_store_clients()
     _ensure_local_table(dynamodb_local, template)
     server = build_gateway(
-        template, "127.0.0.1", 0, gateway_settings, table_name=TEST_TABLE_NAME, concurrency=GATEWAY_CONCURRENCY
+        template,
+        "127.0.0.1",
+        0,
+        gateway_settings,
+        table_name=TEST_TABLE_NAME,
+        concurrency=GATEWAY_CONCURRENCY,
     )
     server.wait_until_warm()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

@@ -13,7 +13,9 @@ def test_every_route_documents_its_errors_as_problem_json():
     schema = build_openapi()
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
-            errors = {status: response for status, response in operation["responses"].items() if status >= "400"}
+            errors = {
+                status: response for status, response in operation["responses"].items() if status >= "400"
+            }
             assert {"422", "503"} <= set(errors), (method, path)
             for response in errors.values():
                 assert "application/problem+json" in response["content"], (method, path)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from ai_credits import services
+from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.models import ActivationRequest, ActivationResponse
+from ai_credits.observability import logger, metrics
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from ai_credits import services
-from ai_credits.api import create_app, error_responses, json_response, now, success
-from ai_credits.models import ActivationRequest, ActivationResponse
-from ai_credits.observability import logger, metrics
 
 app = create_app()
 
@@ -31,7 +30,9 @@ app = create_app()
 def activate(request: Annotated[ActivationRequest, Body()]) -> Response[ActivationResponse]:
     activation = services.activate(request, now())
     if activation.created:
-        metrics.add_metric(name=f"Activations_{activation.response.environment}", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name=f"Activations_{activation.response.environment}", unit=MetricUnit.Count, value=1
+        )
     return json_response(201 if activation.created else 200, activation.response.model_dump())
 
 

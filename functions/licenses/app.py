@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Path
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
 from ai_credits.models import CreditsView, LicenseId, LicenseList
 from ai_credits.observability import logger, metrics
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 app = create_app()
 
@@ -30,7 +29,10 @@ def list_licenses() -> Response[LicenseList]:
 @app.get(
     "/v1/licenses/<license_id>/credits",
     summary="Manage AI Credits: the license's sites and their credits",
-    responses={200: success(CreditsView, "the license's credits"), **error_responses("unauthorized", "not_found")},
+    responses={
+        200: success(CreditsView, "the license's credits"),
+        **error_responses("unauthorized", "not_found"),
+    },
     tags=["portal"],
 )
 def license_credits(license_id: Annotated[LicenseId, Path()]) -> Response[CreditsView]:

@@ -21,9 +21,16 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://ai-credits.dev/problems/"
 
 
-def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> Response:
-    body = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[Any]:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
     body.update(extra)
     return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers)
 
@@ -53,7 +60,7 @@ def success(model: type[Any] | None, description: str) -> dict[str, Any]:
 
 def error_responses(*codes: str) -> dict[int, dict[str, Any]]:
     """OpenAPI responses for the contract's error codes a route can answer (problem+json)."""
-    from ai_credits.models import Problem  # noqa: PLC0415
+    from ai_credits.models import Problem
 
     by_status: dict[int, list[str]] = {}
     for code in ("validation_error", "unavailable", *codes):
@@ -90,21 +97,24 @@ def strict_json_loads(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
-def _domain_error(error: DomainError) -> Response:
+def _domain_error(error: DomainError) -> Response[Any]:
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable) else None
     if error.status >= 500:
         logger.warning("request failed", extra={"code": error.code, "detail": error.detail})
     return problem(error.status, error.code, error.title, error.detail, headers=headers, **error.extra)
 
 
-def _validation_error(error: RequestValidationError) -> Response:
+def _validation_error(error: RequestValidationError) -> Response[Any]:
     details = error.errors()
     if any(detail.get("type") == "json_invalid" for detail in details):
         return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
     # Never echo the input: a field may be a license key.
     errors = [
-        {"loc": [str(part) for part in detail.get("loc", ())], "type": detail.get("type", ""),
-         "msg": detail.get("msg", "")}
+        {
+            "loc": [str(part) for part in detail.get("loc", ())],
+            "type": detail.get("type", ""),
+            "msg": detail.get("msg", ""),
+        }
         for detail in details
     ]
     summary = "; ".join(f"{'.'.join(item['loc'][1:]) or 'body'}: {item['msg']}" for item in errors[:5])
@@ -125,7 +135,7 @@ def now() -> str:
     return format_timestamp(utc_now())
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 
 
@@ -139,7 +149,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def portal_account(app: APIGatewayHttpResolver) -> str:
     """The caller's account: the ``sub`` claim the HTTP API's JWT authorizer verified."""
-    from ai_credits.errors import Unauthorized  # noqa: PLC0415
+    from ai_credits.errors import Unauthorized
 
     claims = app.current_event.request_context.authorizer.jwt_claim
     account_id = claims.get("sub") if claims else None

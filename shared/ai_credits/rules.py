@@ -19,17 +19,17 @@ __all__ = [
     "ActivationPlan",
     "AllocationPlan",
     "BelowUsedSite",
+    "ImportedSite",
     "InactiveSite",
+    "InvalidSiteUrl",
     "OverAllocated",
     "Renewal",
-    "ImportedSite",
-    "InvalidSiteUrl",
     "classify_environment",
     "import_allocations",
     "is_expired",
     "license_status",
-    "normalize_site_url",
     "next_term",
+    "normalize_site_url",
     "plan_activation",
     "plan_allocations",
     "plan_renewal",
@@ -69,9 +69,7 @@ class ActivationLimit(Exception):
     """A new live activation beyond ``site_limit``."""
 
 
-def plan_activation(
-    license_: License, site: str, environment: Environment, network: bool
-) -> ActivationPlan:
+def plan_activation(license_: License, site: str, environment: Environment, network: bool) -> ActivationPlan:
     """Decide an activation of ``site`` on ``license_`` (expiry is checked by the caller).
 
     - Only live activations count against ``site_limit``; re-activating a site that already
@@ -165,7 +163,9 @@ class AllocationPlan:
     changes: tuple[tuple[str, int, int], ...]
 
 
-def plan_allocations(unallocated: int, sites: Mapping[str, Site], requested: Mapping[str, int]) -> AllocationPlan:
+def plan_allocations(
+    unallocated: int, sites: Mapping[str, Site], requested: Mapping[str, int]
+) -> AllocationPlan:
     """Rule 3 for an Apply of absolute allocations (sites not named keep theirs).
 
     Checked in this order: every named site is an active activation (404), none is set below

@@ -13,7 +13,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_credits import rules, store
-from ai_credits.credentials import ActivationToken, bearer_token, new_activation_token, parse_activation_token
+from ai_credits.credentials import (
+    ActivationToken,
+    bearer_token,
+    hash_license_key,
+    new_activation_token,
+    parse_activation_token,
+)
 from ai_credits.domain import Environment, License, Site, SiteEntry
 from ai_credits.errors import (
     ActivationLimitReached,
@@ -48,8 +54,6 @@ from ai_credits.models import (
 # A decision made on a read is retried on fresh values this many times when a concurrent
 # write got there first (the write's conditions noticed).
 STALE_RETRIES = 5
-
-_WP_TO_CLASSIFY = {"production": "production", "staging": "staging", "development": "development", "local": "local"}
 
 
 def _site_key(raw: str, field: tuple[str, ...]) -> str:
@@ -147,8 +151,6 @@ def provision_license(license_id: str, request: ProvisionRequest, now: str) -> t
     while the stored term is the same one (the renew function owns terms); activations not yet
     known are added with 0 credits.
     """
-    from ai_credits.credentials import hash_license_key  # noqa: PLC0415
-
     _check_term(request)
     imported = _imported_sites(request)
     key_hash = hash_license_key(request.license_key)
@@ -268,8 +270,6 @@ class Activation:
 
 def activate(request: ActivationRequest, now: str) -> Activation:
     """``POST /v1/activations``: activate a site, or rotate the token of an active one."""
-    from ai_credits.credentials import hash_license_key  # noqa: PLC0415
-
     site = _site_key(request.site_url, ("body", "site_url"))
     environment = rules.classify_environment(site, request.environment)
     license_ = store.find_license_by_key_hash(hash_license_key(request.license_key))
@@ -293,7 +293,9 @@ def activate(request: ActivationRequest, now: str) -> Activation:
     raise Unavailable("the license is being changed concurrently; retry shortly")
 
 
-def _activate_on(license_: License, site: str, environment: Environment, network: bool, now: str) -> Activation:
+def _activate_on(
+    license_: License, site: str, environment: Environment, network: bool, now: str
+) -> Activation:
     try:
         plan = rules.plan_activation(license_, site, environment, network)
     except rules.ActivationLimit as error:
@@ -312,7 +314,13 @@ def _activate_on(license_: License, site: str, environment: Environment, network
     )
     if previous is not None and previous.active:
         # Same site, but its environment or network changed: the license records it too.
-        store.write_activation(license_, updated, _site_placeholder(license_, site, environment, network, token_hash, now), True, now)
+        store.write_activation(
+            license_,
+            updated,
+            _site_placeholder(license_, site, environment, network, token_hash, now),
+            True,
+            now,
+        )
         current = store.get_site(license_.license_id, site)
         assert current is not None
         return Activation(created=False, response=_activation_response(token, current))
@@ -476,9 +484,14 @@ def _explain_refusal(
             raise IdempotencyConflict(
                 f"request_id {request.request_id!r} was already used with a different body"
             )
-        remaining = site["remaining"] if site is not None else store.site_remaining(token.license_id, token.site)
+        remaining = (
+            site["remaining"] if site is not None else store.site_remaining(token.license_id, token.site)
+        )
         return ConsumeResponse(
-            request_id=request.request_id, consumed=refused.entry["amount"], remaining=remaining, replayed=True
+            request_id=request.request_id,
+            consumed=refused.entry["amount"],
+            remaining=remaining,
+            replayed=True,
         )
     assert site is not None
     if rules.is_expired(site["expires_at"], now):
@@ -490,7 +503,6 @@ def _explain_refusal(
     raise InsufficientCredits(
         f"{request.amount} credits asked, {site['remaining']} remaining", remaining=site["remaining"]
     )
-
 
 
 # -- portal -------------------------------------------------------------------------------
@@ -673,7 +685,7 @@ def renew_due(now: str, license_ids: list[str] | None = None) -> RenewalReport:
     for license_id in license_ids if license_ids is not None else store.licenses_due(now):
         try:
             outcome = renew_license(license_id, now)
-        except Exception as error:  # noqa: BLE001 - reported, logged by the handler, never hidden
+        except Exception as error:
             report.failed.append({"license_id": license_id, "error": f"{type(error).__name__}: {error}"})
             continue
         getattr(report, outcome).append(license_id)

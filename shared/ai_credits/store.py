@@ -2,26 +2,33 @@
 
 One table (``template.yaml``, resource ``CreditsTable``), keys ``pk``/``sk``:
 
-| item        | pk                      | sk                              | indexes                                   |
-|-------------|-------------------------|---------------------------------|-------------------------------------------|
-| license     | ``LICENSE#<license_id>``| ``LICENSE``                     | gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<license_id>``; gsi2 ``KEY#<key_hash>``; gsi3 ``TERM_END#<shard>`` / ``<term_end>#<license_id>`` |
-| site        | ``LICENSE#<license_id>``| ``SITE#<site>``                 |                                           |
-| key         | ``KEY#<key_hash>``      | ``KEY``                         |                                           |
-| consume     | ``LEDGER#<license_id>`` | ``CONSUME#<site>#<request_id>`` |                                           |
+| item    | pk                       | sk                              |
+|---------|--------------------------|---------------------------------|
+| license | ``LICENSE#<license_id>`` | ``LICENSE``                     |
+| site    | ``LICENSE#<license_id>`` | ``SITE#<site>``                 |
+| key     | ``KEY#<key_hash>``       | ``KEY``                         |
+| consume | ``LEDGER#<license_id>``  | ``CONSUME#<site>#<request_id>`` |
+| expiry  | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>``         |
+
+Indexes, all on the license item: gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<license_id>``
+(an account's licenses); gsi2 ``KEY#<key_hash>`` (activation by key, projection ALL); gsi3
+``TERM_END#<shard>`` / ``<term_end>#<license_id>`` (renewal; sparse: unpaid licenses leave it).
 
 Access patterns, with the DynamoDB requests each costs:
 
-| use case                     | requests                                                           |
-|------------------------------|--------------------------------------------------------------------|
-| license by key (activation)  | Query gsi2 (eventually consistent; on a miss GetItem key + license) |
-| activate a new/inactive site | TransactWriteItems: license (version) + site                       |
-| rotate an active site's token| UpdateItem site, ReturnValues ALL_NEW                              |
-| deactivate                   | BatchGetItem license + site, TransactWriteItems license + site     |
-| balance                      | BatchGetItem license + site (strongly consistent)                  |
-| consume                      | TransactWriteItems site (token, expiry, remaining) + ledger put    |
-| license + its sites          | Query ``pk = LICENSE#<id>`` (strongly consistent)                  |
-| licenses of an account       | Query gsi1                                                          |
-| licenses whose term ended    | Query gsi3 per shard, ``gsi3sk <= now``                             |
+| use case                      | requests                                                      |
+|-------------------------------|---------------------------------------------------------------|
+| license by key (activation)   | Query gsi2 (eventually consistent; a miss: GetItem key item)  |
+| activate a new/inactive site  | TransactWriteItems: license (version) + site                  |
+| rotate an active site's token | UpdateItem site, ReturnValues ALL_NEW                         |
+| deactivate                    | BatchGetItem license + site, TransactWriteItems license + site|
+| balance                       | BatchGetItem license + site (strongly consistent)             |
+| consume                       | TransactWriteItems site + ledger put; charged: GetItem remaining |
+| license + its sites (portal)  | Query ``pk = LICENSE#<id>`` (strongly consistent)             |
+| apply                         | that Query, TransactWriteItems license + named sites          |
+| licenses of an account        | Query gsi1                                                    |
+| licenses whose term ended     | Query gsi3 per shard, ``gsi3sk < now$``                       |
+| renew one license             | that Query, TransactWriteItems license + sites + expiry entry |
 
 Invariants the conditions keep (never Python): ``remaining >= 0`` and ``used <= allocated`` on
 every site, ``unallocated >= 0`` on the license; the license item's ``version`` changes on
@@ -171,7 +178,12 @@ def _site_from_item(item: Item) -> Site:
 
 
 def _entry_values(entry: SiteEntry) -> dict[str, Any]:
-    return {"environment": entry.environment, "network": entry.network, "active": entry.active, "used": entry.used}
+    return {
+        "environment": entry.environment,
+        "network": entry.network,
+        "active": entry.active,
+        "used": entry.used,
+    }
 
 
 def license_values(license_: License) -> dict[str, Any]:
@@ -232,8 +244,8 @@ def client() -> DynamoDBClient:
     TransactWriteItems reuses its ClientRequestToken, so a retry after a lost response
     cannot apply the transaction twice.
     """
-    import boto3  # noqa: PLC0415 - imported on first use: keeps it off the cold-start import path
-    from botocore.config import Config  # noqa: PLC0415
+    import boto3  # imported on first use: keeps it off the cold-start import path
+    from botocore.config import Config
 
     config = Config(
         connect_timeout=1,
@@ -301,24 +313,27 @@ class ConditionFailed(Exception):
 
 def _call(operation: Callable[..., T], **kwargs: Any) -> T:
     """Call DynamoDB, turning what the client cannot fix into domain-level exceptions."""
-    from botocore.exceptions import (  # noqa: PLC0415
+    from botocore.exceptions import (
         ClientError,
-        ConnectionError as BotoConnectionError,
         ReadTimeoutError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
     )
 
     try:
         return operation(**kwargs)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
+        response: dict[str, Any] = dict(error.response)
+        code = response.get("Error", {}).get("Code", "")
         if code == "TransactionCanceledException":
             reasons = [
                 (reason.get("Code", "None"), from_item(reason["Item"]) if "Item" in reason else None)
-                for reason in error.response.get("CancellationReasons", [])
+                for reason in response.get("CancellationReasons", [])
             ]
             raise Cancelled(reasons) from error
         if code == "ConditionalCheckFailedException":
-            old = error.response.get("Item")
+            old = response.get("Item")
             raise ConditionFailed(from_item(old) if old else None) from error
         if code in _THROTTLING_CODES:
             raise Unavailable("the database is busy; retry shortly", retry_after=1) from error
@@ -455,7 +470,9 @@ def _query_partition(pk: str) -> Iterator[Item]:
 
 
 def get_site(license_id: str, site: str) -> Site | None:
-    response = _call(client().get_item, TableName=_table(), Key=site_key(license_id, site), ConsistentRead=True)
+    response = _call(
+        client().get_item, TableName=_table(), Key=site_key(license_id, site), ConsistentRead=True
+    )
     return _site_from_item(response["Item"]) if "Item" in response else None
 
 
@@ -499,7 +516,9 @@ def _license_update(
         names["#expires_at"] = "expires_at"
         values[":now"] = now
         condition += " AND #expires_at > :now"
-    return _update(license_key(license_.license_id), "SET " + ", ".join(assignments), condition, names, values)
+    return _update(
+        license_key(license_.license_id), "SET " + ", ".join(assignments), condition, names, values
+    )
 
 
 def _raise_for_license(cancelled: Cancelled, index: int = 0) -> None:
@@ -558,7 +577,12 @@ def write_license_update(
     if updated.key_hash != read.key_hash:
         items.append(
             _put(
-                {"pk": f"KEY#{updated.key_hash}", "sk": "KEY", "type": "key", "license_id": updated.license_id},
+                {
+                    "pk": f"KEY#{updated.key_hash}",
+                    "sk": "KEY",
+                    "type": "key",
+                    "license_id": updated.license_id,
+                },
                 "attribute_not_exists(pk)",
             )
         )
@@ -572,7 +596,9 @@ def write_license_update(
                 }
             }
         )
-    items.extend(_put(site_values(site, updated.expires_at), "attribute_not_exists(pk)") for site in new_sites)
+    items.extend(
+        _put(site_values(site, updated.expires_at), "attribute_not_exists(pk)") for site in new_sites
+    )
     expiry_updates = []
     if updated.expires_at != read.expires_at:
         expiry_updates = [

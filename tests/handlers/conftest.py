@@ -27,7 +27,9 @@ def load_function(name: str) -> ModuleType:
     """Import ``functions/<name>/app.py`` as Lambda would (module ``app`` of its CodeUri),
     under a unique name so the functions' ``app`` modules do not collide."""
     if name not in _modules:
-        spec = importlib.util.spec_from_file_location(f"handler_{name}_app", ROOT / "functions" / name / "app.py")
+        spec = importlib.util.spec_from_file_location(
+            f"handler_{name}_app", ROOT / "functions" / name / "app.py"
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
@@ -180,7 +182,9 @@ def consume(table: str) -> Callable[..., Answer]:
 @pytest.fixture
 def balance(table: str) -> Callable[..., Answer]:
     def _balance(token: str, **headers: str) -> Answer:
-        return invoke("get_balance", make_event("get_balance", token=token, headers=headers or {"if-none-match": ""}))
+        return invoke(
+            "get_balance", make_event("get_balance", token=token, headers=headers or {"if-none-match": ""})
+        )
 
     return _balance
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from ai_credits import store
+
 from tests.handlers.conftest import invoke, make_event
 
 KEY = "key-plugin-secret"
@@ -47,7 +47,9 @@ def test_rule1_a_live_site_of_a_single_site_license_gets_every_credit(single, ac
         ("mysite.wpengine.com", "production", "staging"),
     ],
 )
-def test_rule1_staging_and_development_sites_start_with_zero(single, activate, site_url, wp_environment, environment):
+def test_rule1_staging_and_development_sites_start_with_zero(
+    single, activate, site_url, wp_environment, environment
+):
     answer = activate(single, site_url, wp_environment)
 
     assert answer.status == 201
@@ -67,7 +69,9 @@ def test_an_unknown_license_key_is_a_404(table, activate):
     assert (answer.status, answer.code) == (404, "not_found")
 
 
-def test_an_active_site_activating_again_gets_a_new_token_and_the_old_one_stops_working(single, activate, balance):
+def test_an_active_site_activating_again_gets_a_new_token_and_the_old_one_stops_working(
+    single, activate, balance
+):
     first = activate(single, "example.com").body["activation_token"]
     again = activate(single, "https://www.example.com/")
 
@@ -117,7 +121,9 @@ def test_a_network_activation_is_flagged(multi, activate):
 # -- deactivation -----------------------------------------------------------------------------
 
 
-def test_deactivation_returns_the_unused_credits_and_revokes_the_token(single, activate, consume, deactivate, balance):
+def test_deactivation_returns_the_unused_credits_and_revokes_the_token(
+    single, activate, consume, deactivate, balance
+):
     token = activate(single, "example.com").body["activation_token"]
     consume(token, 30)
 
@@ -196,7 +202,9 @@ def test_balance_changes_etag_when_the_figures_change(single, activate, balance,
     assert balance(token, **{"if-none-match": etag}).status == 200
 
 
-@pytest.mark.parametrize("authorization", [None, "Basic abc", "Bearer ", "Bearer act1.bm9wZQ.bm9wZQ", "Bearer garbage"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Basic abc", "Bearer ", "Bearer act1.bm9wZQ.bm9wZQ", "Bearer garbage"]
+)
 def test_balance_without_a_valid_token_is_a_401(single, authorization):
     event = make_event("get_balance")
     event["headers"].pop("authorization", None)
@@ -228,7 +236,9 @@ def test_consume_spends_and_answers_what_remains(single, activate, consume):
     assert answer.body == {"request_id": "r-1", "consumed": 25, "remaining": 975, "replayed": False}
 
 
-def test_a_replayed_request_id_returns_the_first_answer_and_charges_nothing(single, activate, consume, balance):
+def test_a_replayed_request_id_returns_the_first_answer_and_charges_nothing(
+    single, activate, consume, balance
+):
     token = activate(single, "example.com").body["activation_token"]
     first = consume(token, 25, "r-1")
 
@@ -292,7 +302,9 @@ def test_rule8_consume_on_an_expired_license_is_a_403(single, activate, consume,
         {"amount": 5, "subsite_url": "ftp://x.com"},
     ],
 )
-def test_a_consume_with_an_invalid_field_is_a_422_and_charges_nothing(single, activate, consume, balance, fields):
+def test_a_consume_with_an_invalid_field_is_a_422_and_charges_nothing(
+    single, activate, consume, balance, fields
+):
     token = activate(single, "example.com").body["activation_token"]
     request_id = fields.pop("request_id", "r-1")
 
@@ -360,11 +372,15 @@ def test_consume_requests(single, activate, consume, dynamodb_calls):
 
     dynamodb_calls.clear()
     consume(token, 995, "r-1")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "replay of a request the pool can no longer cover"
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, (
+        "replay of a request the pool can no longer cover"
+    )
 
     dynamodb_calls.clear()
     consume(token, 1, "r-3")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1}, "success: the charge, then remaining"
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1}, (
+        "success: the charge, then remaining"
+    )
 
 
 def test_activation_requests(single, activate, dynamodb_calls):

@@ -13,7 +13,11 @@ def multi(provision, activate):
     provision("lic-m", license_key="key-m-secret", plan="multi-site", site_limit=3, credits_per_term=1000)
     tokens = {
         site: activate("key-m-secret", site, environment).body["activation_token"]
-        for site, environment in [("a.com", "production"), ("b.com", "production"), ("staging.a.com", "production")]
+        for site, environment in [
+            ("a.com", "production"),
+            ("b.com", "production"),
+            ("staging.a.com", "production"),
+        ]
     }
     return tokens
 
@@ -60,11 +64,17 @@ def test_another_accounts_license_is_a_404_like_a_missing_one(multi, portal):
 
 
 def test_apply_sets_absolute_allocations_and_clears_needs_allocation(multi, portal, balance):
-    answer = portal("put_allocations", "acct-1", "lic-m", {"allocations": {"https://www.a.com/": 600, "b.com": 300}})
+    answer = portal(
+        "put_allocations", "acct-1", "lic-m", {"allocations": {"https://www.a.com/": 600, "b.com": 300}}
+    )
 
     assert answer.status == 200
     sites = {site["site"]: site for site in answer.body["sites"]}
-    assert (sites["a.com"]["allocated"], sites["b.com"]["allocated"], sites["staging.a.com"]["allocated"]) == (600, 300, 0)
+    assert (
+        sites["a.com"]["allocated"],
+        sites["b.com"]["allocated"],
+        sites["staging.a.com"]["allocated"],
+    ) == (600, 300, 0)
     assert (answer.body["allocated"], answer.body["unallocated"]) == (900, 100)
     assert answer.body["needs_allocation"] is False
     assert answer.body == portal("get_credits", "acct-1", "lic-m").body
@@ -82,7 +92,9 @@ def test_apply_keeps_sites_not_named(multi, portal):
 def test_rule3_apply_beyond_credits_total_is_over_allocation_with_available_and_requested(multi, portal):
     portal("put_allocations", "acct-1", "lic-m", {"allocations": {"a.com": 600, "b.com": 300}})
 
-    answer = portal("put_allocations", "acct-1", "lic-m", {"allocations": {"b.com": 350, "staging.a.com": 60}})
+    answer = portal(
+        "put_allocations", "acct-1", "lic-m", {"allocations": {"b.com": 350, "staging.a.com": 60}}
+    )
 
     assert (answer.status, answer.code) == (409, "over_allocation")
     assert (answer.body["available"], answer.body["requested"]) == (400, 410)
@@ -108,7 +120,13 @@ def test_apply_to_a_site_that_is_not_active_is_a_404_checked_before_totals(multi
 
 
 def test_rule8_apply_on_an_expired_license_is_a_403(multi, portal, provision):
-    provision("lic-m", license_key="key-m-secret", plan="multi-site", site_limit=3, expires_at="2020-01-01T00:00:00Z")
+    provision(
+        "lic-m",
+        license_key="key-m-secret",
+        plan="multi-site",
+        site_limit=3,
+        expires_at="2020-01-01T00:00:00Z",
+    )
     answer = portal("put_allocations", "acct-1", "lic-m", {"allocations": {"a.com": 1}})
     assert (answer.status, answer.code) == (403, "license_expired")
     assert portal("get_credits", "acct-1", "lic-m").body["status"] == "expired"
@@ -135,12 +153,16 @@ def test_invalid_apply_bodies_are_a_422_and_change_nothing(multi, portal, body):
     assert portal("get_credits", "acct-1", "lic-m").body["allocated"] == 0
 
 
-def test_rule1_single_site_credits_can_be_moved_to_staging_within_the_total(provision, activate, portal, consume):
+def test_rule1_single_site_credits_can_be_moved_to_staging_within_the_total(
+    provision, activate, portal, consume
+):
     provision("lic-s", license_key="key-s-secret")
     live = activate("key-s-secret", "shop.com").body["activation_token"]
     staging = activate("key-s-secret", "staging.shop.com").body["activation_token"]
 
-    moved = portal("put_allocations", "acct-1", "lic-s", {"allocations": {"shop.com": 900, "staging.shop.com": 100}})
+    moved = portal(
+        "put_allocations", "acct-1", "lic-s", {"allocations": {"shop.com": 900, "staging.shop.com": 100}}
+    )
 
     assert moved.status == 200
     assert consume(staging, 100).status == 200

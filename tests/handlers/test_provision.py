@@ -36,7 +36,9 @@ def test_the_key_is_stored_only_as_a_hash(provision, table):
     assert "AGG-PLAIN-KEY-5678" not in json.dumps(items)
 
 
-def test_an_update_keeps_usage_and_a_new_credits_per_term_waits_for_the_next_term(provision, activate, consume):
+def test_an_update_keeps_usage_and_a_new_credits_per_term_waits_for_the_next_term(
+    provision, activate, consume
+):
     provision("lic-upd", license_key="key-upd-secret")
     token = activate("key-upd-secret", "example.com").body["activation_token"]
     assert consume(token, 40).status == 200
@@ -72,7 +74,9 @@ def _sites(answer):
 
 
 def test_rule7_a_sole_live_site_follows_rule1(provision):
-    answer = provision("lic-r7a", activations=[{"site_url": "https://www.shop.com/", "environment": "production"}])
+    answer = provision(
+        "lic-r7a", activations=[{"site_url": "https://www.shop.com/", "environment": "production"}]
+    )
 
     assert answer.status == 201
     assert _sites(answer)["shop.com"]["allocated"] == 1000
@@ -123,7 +127,9 @@ def test_rule7_multi_site_import_waits_for_the_customer(provision):
     assert answer.body["needs_allocation"] is True
 
 
-def test_rule7_an_import_with_more_live_sites_than_the_limit_is_refused_and_writes_nothing(provision, activate):
+def test_rule7_an_import_with_more_live_sites_than_the_limit_is_refused_and_writes_nothing(
+    provision, activate
+):
     answer = provision(
         "lic-r7e",
         license_key="key-r7e-secret",
@@ -158,7 +164,10 @@ def test_rule7_an_import_with_more_live_sites_than_the_limit_is_refused_and_writ
         ("activations", [{"site_url": "a.com", "environment": "prod"}]),
         (
             "activations",
-            [{"site_url": "a.com", "environment": "production"}, {"site_url": "https://www.a.com/", "environment": "staging"}],
+            [
+                {"site_url": "a.com", "environment": "production"},
+                {"site_url": "https://www.a.com/", "environment": "staging"},
+            ],
         ),
         ("term_end", "2026-10-01T00:00:00Z"),
         ("surprise", 1),
@@ -174,7 +183,9 @@ def test_an_invalid_field_is_a_422_and_writes_nothing(provision, activate, field
 
 
 def test_a_missing_field_is_a_422(table):
-    body = {key: value for key, value in LICENSE_TEMPLATE.items() if key != "plan"} | {"license_key": "k-12345678"}
+    body = {key: value for key, value in LICENSE_TEMPLATE.items() if key != "plan"} | {
+        "license_key": "k-12345678"
+    }
     answer = invoke("provision", make_event("provision", body=body, path_license_id="lic-missing"))
     assert (answer.status, answer.code) == (422, "validation_error")
     assert any(error["loc"][-1] == "plan" for error in answer.body["errors"])

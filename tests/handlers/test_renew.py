@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from ai_credits import store
+
 from tests.handlers.conftest import renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
@@ -22,7 +22,9 @@ def _sites(portal, license_id):
     return answer.body, {site["site"]: site for site in answer.body["sites"]}
 
 
-def test_rule5_single_site_renewal_gives_the_live_site_the_full_balance_again(provision, activate, consume, portal):
+def test_rule5_single_site_renewal_gives_the_live_site_the_full_balance_again(
+    provision, activate, consume, portal
+):
     provision("lic-s", license_key="key-s-secret", expires_at=PAID, credits_per_term=1200)
     live = activate("key-s-secret", "shop.com").body["activation_token"]
     activate("key-s-secret", "staging.shop.com")
@@ -35,11 +37,17 @@ def test_rule5_single_site_renewal_gives_the_live_site_the_full_balance_again(pr
     view, sites = _sites(portal, "lic-s")
     assert (view["term_start"], view["term_end"]) == (TERM_END, "2028-11-01T00:00:00Z")
     assert (view["credits_total"], view["unallocated"]) == (1200, 0)
-    assert (sites["shop.com"]["allocated"], sites["shop.com"]["used"], sites["shop.com"]["remaining"]) == (1200, 0, 1200)
+    assert (sites["shop.com"]["allocated"], sites["shop.com"]["used"], sites["shop.com"]["remaining"]) == (
+        1200,
+        0,
+        1200,
+    )
     assert sites["staging.shop.com"]["allocated"] == 0
 
 
-def test_rule5_multi_site_renewal_restarts_allocations_at_zero_and_needs_allocation(provision, activate, consume, portal):
+def test_rule5_multi_site_renewal_restarts_allocations_at_zero_and_needs_allocation(
+    provision, activate, consume, portal
+):
     provision("lic-m", license_key="key-m-secret", plan="multi-site", site_limit=3, expires_at=PAID)
     token = activate("key-m-secret", "a.com").body["activation_token"]
     activate("key-m-secret", "b.com")
@@ -55,7 +63,9 @@ def test_rule5_multi_site_renewal_restarts_allocations_at_zero_and_needs_allocat
     assert portal("put_allocations", "acct-1", "lic-m", {"allocations": {"a.com": 700}}).status == 200
 
 
-def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expired(provision, activate, consume):
+def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expired(
+    provision, activate, consume
+):
     provision("lic-e", license_key="key-e-secret", expires_at=PAID)
     token = activate("key-e-secret", "shop.com").body["activation_token"]
     consume(token, 300)
@@ -63,7 +73,11 @@ def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expir
     renew(_at("2027-11-01T01:00:00Z"))
 
     [expiry] = [entry for entry in store.consume_entries("lic-e") if entry["type"] == "expiry"]
-    assert (expiry["term_start"], expiry["expired"], expiry["sites"]) == ("2026-11-01T00:00:00Z", 700, {"shop.com": 700})
+    assert (expiry["term_start"], expiry["expired"], expiry["sites"]) == (
+        "2026-11-01T00:00:00Z",
+        700,
+        {"shop.com": 700},
+    )
 
 
 def test_a_renewal_run_twice_refreshes_once(provision, activate, consume, balance):
@@ -90,7 +104,9 @@ def test_a_license_several_terms_behind_catches_up_to_the_term_containing_now(pr
     assert (license_.term_start, license_.term_end) == ("2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z")
 
 
-def test_rule8_a_license_not_paid_through_is_marked_expired_not_renewed(provision, activate, consume, balance):
+def test_rule8_a_license_not_paid_through_is_marked_expired_not_renewed(
+    provision, activate, consume, balance
+):
     # The balance and consume calls run on the real clock: this term ends in the past.
     past = {"term_start": "2025-06-01T00:00:00Z", "term_end": "2026-06-01T00:00:00Z"}
     provision("lic-unpaid", license_key="key-unpaid-secret", expires_at="2027-06-01T00:00:00Z", **past)

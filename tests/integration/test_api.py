@@ -64,7 +64,9 @@ def test_provision_update_is_200(api: Api):
 
 
 def test_admin_routes_need_the_admin_token(api: Api):
-    answer = api.call("PUT", f"/v1/admin/licenses/{unique('lic')}", {}, headers={"authorization": "Bearer nope"})
+    answer = api.call(
+        "PUT", f"/v1/admin/licenses/{unique('lic')}", {}, headers={"authorization": "Bearer nope"}
+    )
     _is_problem(answer, 401, "unauthorized")
     _is_problem(api.call("PUT", f"/v1/admin/licenses/{unique('lic')}", {}), 401, "unauthorized")
 

@@ -10,8 +10,8 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from ai_credits import store
+
 from tests.integration.client import Api, unique
 
 CLIENTS = 32
@@ -57,7 +57,9 @@ def _check(license_id: str, site: str, answers: list) -> None:
 @pytest.mark.parametrize(
     ("network", "subsites"),
     [
-        pytest.param(True, ["blog.race.org", "shop.race.org", "race.org/news", "race.org/docs"], id="network pool"),
+        pytest.param(
+            True, ["blog.race.org", "shop.race.org", "race.org/news", "race.org/docs"], id="network pool"
+        ),
         pytest.param(False, [None], id="plain site"),
     ],
 )

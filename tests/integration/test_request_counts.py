@@ -24,7 +24,9 @@ def _provisioned_token(**fields) -> str:
 
 
 def _consume(token: str, amount: int, request_id: str):
-    return invoke("consume", make_event("consume", body={"amount": amount, "request_id": request_id}, token=token))
+    return invoke(
+        "consume", make_event("consume", body={"amount": amount, "request_id": request_id}, token=token)
+    )
 
 
 def test_consume_requests_on_dynamodb_local(dynamodb_local_calls):

@@ -6,7 +6,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-
 from ai_credits import rules
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp
 from ai_credits.credentials import (
@@ -73,7 +72,11 @@ STAGING = SiteEntry("staging", network=False, active=True)
 def test_plan_activation(license_, site, environment, created, auto_allocate, needs_allocation):
     plan = rules.plan_activation(license_, site, environment, network=False)
 
-    assert (plan.created, plan.auto_allocate, plan.needs_allocation) == (created, auto_allocate, needs_allocation)
+    assert (plan.created, plan.auto_allocate, plan.needs_allocation) == (
+        created,
+        auto_allocate,
+        needs_allocation,
+    )
     assert plan.entry.active is True
 
 
@@ -131,7 +134,9 @@ def test_rule7_import_allocations(plan, sites, allocations, needs_allocation):
 )
 def test_rule8_expiry(expires_at, now, expired):
     assert rules.is_expired(expires_at, now) is expired
-    assert rules.license_status(replace(LICENSE, expires_at=expires_at), now) == ("expired" if expired else "active")
+    assert rules.license_status(replace(LICENSE, expires_at=expires_at), now) == (
+        "expired" if expired else "active"
+    )
 
 
 @pytest.mark.parametrize(
@@ -206,7 +211,14 @@ def test_a_tampered_secret_does_not_match():
 
 @pytest.mark.parametrize(
     ("header", "credentials"),
-    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None), (None, None), ("", None)],
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        (None, None),
+        ("", None),
+    ],
 )
 def test_bearer_token(header, credentials):
     assert bearer_token(header) == credentials
