@@ -647,7 +647,8 @@ def _write_renewal(license_: License, sites: list[Site], now: str) -> None:
         "term_end": license_.term_end,
         "credits_total": license_.credits_total,
         "unallocated": license_.unallocated,
-        "sites": unused,
+        "sites": unused,  # per active site: the credits that expire
+        "used": {site.site: site.used for site in sites},  # per site of the term, for audits
         "expired": license_.unallocated + sum(unused.values()),
         "at": now,
     }

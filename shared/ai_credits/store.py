@@ -224,7 +224,6 @@ def site_values(site: Site, expires_at: str) -> dict[str, Any]:
         "allocated": site.allocated,
         "used": site.used,
         "remaining": site.remaining,
-        "consumed_total": site.used,
         "activated_at": site.activated_at,
         "token_hash": site.token_hash,
         "expires_at": expires_at,
@@ -774,8 +773,7 @@ def charge(
         values[":true"] = True
     site_update = _update(
         site_key(license_id, site),
-        "SET remaining = remaining - :amount, used = used + :amount,"
-        " consumed_total = consumed_total + :amount",
+        "SET remaining = remaining - :amount, used = used + :amount",
         condition,
         None,
         values,
