@@ -92,10 +92,15 @@ class Api:
             **fields,
         }
         return self.call(
-            "PUT", f"/v1/admin/licenses/{license_id}", body, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+            "PUT",
+            f"/v1/admin/licenses/{license_id}",
+            body,
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
         )
 
-    def activate(self, license_key: str, site_url: str, environment: str = "production", **fields: Any) -> Answer:
+    def activate(
+        self, license_key: str, site_url: str, environment: str = "production", **fields: Any
+    ) -> Answer:
         body = {"license_key": license_key, "site_url": site_url, "environment": environment, **fields}
         return self.call("POST", "/v1/activations", body)
 
@@ -119,7 +124,9 @@ class Api:
 
     def apply(self, token: str | None, license_id: str, allocations: Any) -> Answer:
         """*Apply*: ``PUT .../allocations`` with ``{"allocations": allocations}``."""
-        return self.call("PUT", f"/v1/licenses/{license_id}/allocations", {"allocations": allocations}, token=token)
+        return self.call(
+            "PUT", f"/v1/licenses/{license_id}/allocations", {"allocations": allocations}, token=token
+        )
 
 
 def unique(prefix: str) -> str:
