@@ -11,11 +11,12 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test openapi clean java dynamodb-local
+.PHONY: help setup run test audit openapi clean java dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   run the whole test suite (tests/)"
+	@echo "make audit  reconcile ledger and counters (make run's table; AUDIT_ARGS=license ids)"
 	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
 	@echo "make clean  remove .venv, .local (including local data) and caches"
 
@@ -49,6 +50,12 @@ run: setup
 
 test: setup
 	$(VENV_PYTHON) -m pytest -q
+
+# Against make run's DynamoDB Local unless AWS_ENDPOINT_URL_DYNAMODB says otherwise.
+audit: $(VENV_STAMP)
+	AWS_ENDPOINT_URL_DYNAMODB=$${AWS_ENDPOINT_URL_DYNAMODB:-http://127.0.0.1:$${DYNAMODB_LOCAL_PORT:-8000}} \
+	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} \
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV_PYTHON) -m local.audit $(AUDIT_ARGS)
 
 openapi: $(VENV_STAMP)
 	$(VENV_PYTHON) -m local.openapi

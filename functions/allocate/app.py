@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from ai_credits import services
-from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
-from ai_credits.models import AllocationRequest, CreditsView, LicenseId
-from ai_credits.observability import logger, metrics
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ai_credits import services
+from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
+from ai_credits.models import AllocationRequest, CreditsView, LicenseId
+from ai_credits.observability import logger, metrics
 
 app = create_app()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
 from ai_credits.models import BalanceResponse
 from ai_credits.observability import logger, metrics
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 app = create_app()
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ai_credits import services
 from ai_credits.api import now as current_time
 from ai_credits.clock import format_timestamp, parse_timestamp
 from ai_credits.observability import logger, metrics
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 def _now_of(event: dict[str, Any]) -> str:

@@ -475,9 +475,26 @@ def get_site(license_id: str, site: str) -> Site | None:
     return _site_from_item(response["Item"]) if "Item" in response else None
 
 
-def consume_entries(license_id: str) -> list[dict[str, Any]]:
-    """Every consume entry of a license's ledger (for audits and tests)."""
+def ledger_entries(license_id: str) -> list[dict[str, Any]]:
+    """Every entry of a license's ledger: consumes and expired credits (for audits and tests)."""
     return [from_item(item) for item in _query_partition(f"LEDGER#{license_id}")]
+
+
+def all_license_ids() -> Iterator[str]:
+    """Every license in the table: a Scan, for the operator's audit only (never a request path)."""
+    kwargs: Item = {
+        "TableName": _table(),
+        "FilterExpression": "sk = :license",
+        "ProjectionExpression": "license_id",
+        "ExpressionAttributeValues": {":license": {"S": "LICENSE"}},
+    }
+    while True:
+        response = _call(client().scan, **kwargs)
+        for item in response.get("Items", []):
+            yield item["license_id"]["S"]
+        if "LastEvaluatedKey" not in response:
+            return
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 # -- license writes -----------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ai_credits import store
 
+from ai_credits import store
 from tests.handlers.conftest import invoke, make_event
 
 KEY = "key-plugin-secret"
@@ -266,7 +266,7 @@ def test_consuming_more_than_remaining_is_a_402_with_remaining_and_writes_nothin
 
     assert (answer.status, answer.code) == (402, "insufficient_credits")
     assert answer.body["remaining"] == 10
-    assert [entry["request_id"] for entry in store.consume_entries("lic-single")] == ["r-1"]
+    assert [entry["request_id"] for entry in store.ledger_entries("lic-single")] == ["r-1"]
     assert consume(token, 10, "r-2").status == 200  # the refused request_id was not burnt
 
 
@@ -342,7 +342,7 @@ def test_rule6_network_sub_sites_share_the_network_pool(provision, activate, con
 
     assert blog.body["remaining"] == 400
     assert (shop.status, shop.body["remaining"]) == (402, 400)
-    entries = store.consume_entries("lic-net")
+    entries = store.ledger_entries("lic-net")
     assert [(entry["subsite"], entry["amount"]) for entry in entries] == [("blog.network.org", 600)]
 
 

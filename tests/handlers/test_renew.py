@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ai_credits import store
 
+from ai_credits import store
 from tests.handlers.conftest import renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
@@ -72,7 +72,7 @@ def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expir
 
     renew(_at("2027-11-01T01:00:00Z"))
 
-    [expiry] = [entry for entry in store.consume_entries("lic-e") if entry["type"] == "expiry"]
+    [expiry] = [entry for entry in store.ledger_entries("lic-e") if entry["type"] == "expiry"]
     assert (expiry["term_start"], expiry["expired"], expiry["sites"]) == (
         "2026-11-01T00:00:00Z",
         700,

@@ -21,8 +21,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 import pytest
-from ai_credits import store
 
+from ai_credits import store
 from local.tokens import make_portal_token
 from tests.integration.client import Answer, Api, unique
 
@@ -129,7 +129,7 @@ def assert_consistent(credits_view: dict[str, Any]) -> None:
 
 
 def expiry_entries(license_id: str) -> list[dict[str, Any]]:
-    return [entry for entry in store.consume_entries(license_id) if entry["type"] == "expiry"]
+    return [entry for entry in store.ledger_entries(license_id) if entry["type"] == "expiry"]
 
 
 def all_at_once(arguments: Sequence[T], action: Callable[[T], Any]) -> list[Any]:
@@ -666,7 +666,7 @@ def test_network_sub_sites_racing_spend_exactly_the_allocation(
     charged = sorted(request_id for request_id, answer in answers if answer.status == 200)
     assert sum(answer.body["consumed"] for _, answer in answers if answer.status == 200) == NETWORK_ALLOCATION
     assert all(answer.body["remaining"] == 0 for _, answer in answers if answer.status == 402)
-    entries = [entry for entry in store.consume_entries(license_id) if entry["type"] == "consume"]
+    entries = [entry for entry in store.ledger_entries(license_id) if entry["type"] == "consume"]
     assert sorted(entry["request_id"] for entry in entries) == charged
     assert {entry["site"] for entry in entries} == {network_site}
     assert site_figures(api, network) == (NETWORK_ALLOCATION, NETWORK_ALLOCATION, 0)

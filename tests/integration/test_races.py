@@ -10,8 +10,8 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from ai_credits import store
 
+from ai_credits import store
 from tests.integration.client import Api, unique
 
 CLIENTS = 32
@@ -47,7 +47,7 @@ def _check(license_id: str, site: str, answers: list) -> None:
     assert len(charged) == POOL, "exactly the pool is spent"
     assert all(answer.body["remaining"] >= 0 for _, answer in answers)
 
-    entries = [entry for entry in store.consume_entries(license_id) if entry["site"] == site]
+    entries = [entry for entry in store.ledger_entries(license_id) if entry["site"] == site]
     assert sorted(entry["request_id"] for entry in entries) == sorted(charged), "every 200 has its entry"
     current = store.get_site(license_id, site)
     assert current is not None

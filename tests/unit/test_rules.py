@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+
 from ai_credits import rules
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp
 from ai_credits.credentials import (

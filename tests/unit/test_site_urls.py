@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from ai_credits.site_urls import (
     InvalidSiteUrl,
     SiteAddress,

@@ -1,0 +1,60 @@
+"""Reconcile a license's counters with its ledger: the checker of the reliability tests and of
+``make audit``. Pure: it is given what the table holds and returns every drift it finds.
+
+What must hold (API.md, "Words" and rules 3 and 6):
+- every site: ``0 <= used <= allocated`` and ``remaining == allocated - used`` (so never below 0);
+- the license: ``unallocated >= 0`` and ``unallocated + sum(allocated) == credits_total``;
+- the license item's site index agrees with the site items (same sites, same active flags);
+- the ledger replayed from zero equals the counters: for every site, the consume entries add up
+  to the ``used`` of its ended terms (recorded in the expiry entries) plus its current ``used``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ai_credits.domain import License, Site
+
+
+def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every inconsistency between a license, its sites and its ledger (empty: all is well)."""
+    sites = list(sites)
+    problems: list[str] = []
+    for site in sites:
+        if not 0 <= site.used <= site.allocated:
+            problems.append(f"{site.site}: used {site.used} outside 0..allocated {site.allocated}")
+        if site.remaining != site.allocated - site.used:
+            problems.append(
+                f"{site.site}: remaining {site.remaining} != allocated {site.allocated} - used {site.used}"
+            )
+    allocated = sum(site.allocated for site in sites)
+    if license_.unallocated < 0:
+        problems.append(f"unallocated {license_.unallocated} < 0")
+    if license_.unallocated + allocated != license_.credits_total:
+        total = license_.credits_total
+        problems.append(
+            f"unallocated {license_.unallocated} + allocated {allocated} != credits_total {total}"
+        )
+    index = {name: entry.active for name, entry in license_.sites.items()}
+    items = {site.site: site.active for site in sites}
+    if index != items:
+        problems.append(f"site index {index} != site items {items}")
+
+    consumed: Counter[str] = Counter()
+    accounted: Counter[str] = Counter({site.site: site.used for site in sites})
+    for entry in ledger:
+        if entry.get("type") == "consume":
+            if not isinstance(entry.get("amount"), int) or entry["amount"] <= 0:
+                problems.append(f"consume entry {entry.get('sk')}: bad amount {entry.get('amount')!r}")
+                continue
+            consumed[entry["site"]] += entry["amount"]
+        elif entry.get("type") == "expiry":
+            accounted.update(entry.get("used", {}))
+    for site in sorted(set(consumed) | set(accounted)):
+        if consumed[site] != accounted[site]:
+            problems.append(
+                f"{site}: ledger consumed {consumed[site]} != used over its terms {accounted[site]}"
+            )
+    return problems
