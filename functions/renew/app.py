@@ -29,7 +29,8 @@ def _now_of(event: dict[str, Any]) -> str:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = _now_of(event)
     license_id = event.get("license_id")
-    report = services.renew_due(now, [license_id] if isinstance(license_id, str) and license_id else None)
+    named = [license_id] if isinstance(license_id, str) and license_id else None
+    report = services.renew_due(now, named, wall_now=current_time())
     metrics.add_metric(name="LicensesRenewed", unit=MetricUnit.Count, value=len(report.renewed))
     metrics.add_metric(name="LicensesExpired", unit=MetricUnit.Count, value=len(report.expired))
     metrics.add_metric(name="RenewalFailures", unit=MetricUnit.Count, value=len(report.failed))

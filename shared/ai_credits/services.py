@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from ai_credits import rules, store
+from ai_credits.clock import format_timestamp, parse_timestamp
 from ai_credits.credentials import (
     ActivationToken,
     bearer_token,
@@ -53,7 +55,7 @@ from ai_credits.models import (
 
 # A decision made on a read is retried on fresh values this many times when a concurrent
 # write got there first (the write's conditions noticed).
-STALE_RETRIES = 5
+STALE_RETRIES = 8
 
 
 def _site_key(raw: str, field: tuple[str, ...]) -> str:
@@ -154,7 +156,7 @@ def provision_license(license_id: str, request: ProvisionRequest, now: str) -> t
     _check_term(request)
     imported = _imported_sites(request)
     key_hash = hash_license_key(request.license_key)
-    for _ in range(STALE_RETRIES):
+    for attempt in range(STALE_RETRIES):
         existing, existing_sites = store.get_license_with_sites(license_id)
         try:
             if existing is None:
@@ -164,6 +166,7 @@ def provision_license(license_id: str, request: ProvisionRequest, now: str) -> t
                 _update_license(existing, existing_sites, request, key_hash, imported, now)
                 created = False
         except store.StaleLicense:
+            store.back_off(attempt)
             continue
         except store.KeyTaken:
             raise LicenseKeyInUse("another license already holds this license key") from None
@@ -275,7 +278,7 @@ def activate(request: ActivationRequest, now: str) -> Activation:
     license_ = store.find_license_by_key_hash(hash_license_key(request.license_key))
     if license_ is None:
         raise NotFound("no license has this license key")
-    for _ in range(STALE_RETRIES):
+    for attempt in range(STALE_RETRIES):
         if rules.is_expired(license_.expires_at, now):
             raise LicenseExpired(f"the license expired at {license_.expires_at}")
         try:
@@ -284,12 +287,14 @@ def activate(request: ActivationRequest, now: str) -> Activation:
             if stale.current is None or stale.current.key_hash != license_.key_hash:
                 raise NotFound("no license has this license key") from None
             license_ = stale.current
+            store.back_off(attempt)
         except store.ConditionFailed:
             # The site was deactivated or the license changed between the read and the write.
             refreshed = store.get_license(license_.license_id)
             if refreshed is None:
                 raise NotFound("no license has this license key") from None
             license_ = refreshed
+            store.back_off(attempt)
     raise Unavailable("the license is being changed concurrently; retry shortly")
 
 
@@ -373,12 +378,19 @@ def _activation_response(token: str, site: Site) -> ActivationResponse:
 
 
 def deactivate(authorization: str | None, now: str) -> None:
-    """``DELETE /v1/activations/current``: the rest of the allocation returns to ``unallocated``."""
+    """``DELETE /v1/activations/current``: the rest of the allocation returns to ``unallocated``.
+
+    The write requires the site's counters as read; if consumes keep moving them (a network's
+    sub-sites spending), after a few tries the site's consumes are held off for a moment.
+    """
     token = _authenticate(authorization)
-    for _ in range(STALE_RETRIES):
+    for attempt in range(STALE_RETRIES + OPTIMISTIC_ATTEMPTS):
         license_, site = store.get_license_and_site(token.license_id, token.site)
         if license_ is None or site is None or not site.active or not token.matches(site.token_hash):
             raise _refuse_bad_token()
+        if attempt == OPTIMISTIC_ATTEMPTS:
+            store.fence_consumes(token.license_id, [site.site], _fence_until(now))
+            continue
         previous = license_.sites[site.site]
         updated = replace(
             license_,
@@ -389,6 +401,7 @@ def deactivate(authorization: str | None, now: str) -> None:
             store.write_deactivation(license_, updated, site, now)
             return
         except (store.StaleLicense, store.ConditionFailed):
+            store.back_off(attempt)
             continue
     raise Unavailable("the site is being changed concurrently; retry shortly")
 
@@ -494,6 +507,8 @@ def _explain_refusal(
             replayed=True,
         )
     assert site is not None
+    if site.get("consume_fence", "") > now:
+        raise Unavailable("the license is being renewed; retry in a second", retry_after=1)
     if rules.is_expired(site["expires_at"], now):
         raise LicenseExpired(f"the license expired at {site['expires_at']}")
     if request.subsite_url is not None and not site.get("network", False):
@@ -566,7 +581,7 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
     can never together exceed ``credits_total``, and the error the loser sees is current).
     """
     requested = _requested_allocations(allocations)
-    for _ in range(STALE_RETRIES):
+    for attempt in range(STALE_RETRIES):
         license_, sites = _owned_license(account_id, license_id)
         if rules.is_expired(license_.expires_at, now):
             raise LicenseExpired(f"the license expired at {license_.expires_at}")
@@ -589,6 +604,7 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
         try:
             store.write_allocations(license_, changes, now)
         except store.AllocationRefused:
+            store.back_off(attempt)
             continue
         delta = sum(change.new_allocated - change.old_allocated for change in changes)
         applied = {change.site: change.new_allocated for change in changes}
@@ -606,13 +622,28 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
 # -- scheduler: renewal -------------------------------------------------------------------
 
 
-def renew_license(license_id: str, now: str) -> str:
+# Optimistic attempts before a write that needs settled counters holds consumes off a moment.
+OPTIMISTIC_ATTEMPTS = 3
+FENCE_SECONDS = 10
+
+
+def _fence_until(wall_now: str) -> str:
+    return format_timestamp(parse_timestamp(wall_now) + timedelta(seconds=FENCE_SECONDS))
+
+
+def renew_license(license_id: str, now: str, wall_now: str | None = None) -> str:
     """Renew one license if its term has ended: ``renewed``, ``expired`` or ``not_due``.
 
     Exactly once per term: the write applies only to the version read, so a second run that
-    overlaps finds the term moved on and answers ``not_due``.
+    overlaps finds the term moved on and answers ``not_due``. The write also requires every
+    site's ``used`` to be the one read (so the expired credits it records are exact): when
+    consumes keep changing them, after a few tries the renewal fences consumes off for at most
+    ``FENCE_SECONDS`` (they answer 503 with Retry-After meanwhile) and writes on settled
+    figures. ``now`` is the renewal's time (the schedule's); ``wall_now`` the real clock, for
+    the fence's lease.
     """
-    for _ in range(STALE_RETRIES):
+    wall_now = wall_now or now
+    for attempt in range(STALE_RETRIES + OPTIMISTIC_ATTEMPTS):
         license_, sites = store.get_license_with_sites(license_id)
         if license_ is None:
             raise NotFound(f"no license {license_id!r}")
@@ -622,9 +653,15 @@ def renew_license(license_id: str, now: str) -> str:
             if not rules.should_renew(license_, now):
                 store.mark_expired(license_)
                 return "expired"
+            if attempt >= OPTIMISTIC_ATTEMPTS:
+                active = [site.site for site in sites if site.active]
+                store.fence_consumes(license_id, active, _fence_until(wall_now), license_.version)
+                license_, sites = store.get_license_with_sites(license_id)
+                assert license_ is not None
             _write_renewal(license_, sites, now)
             return "renewed"
         except store.StaleLicense:
+            store.back_off(attempt)
             continue
     raise Unavailable(f"license {license_id!r} kept changing during its renewal")
 
@@ -679,13 +716,13 @@ class RenewalReport:
         }
 
 
-def renew_due(now: str, license_ids: list[str] | None = None) -> RenewalReport:
+def renew_due(now: str, license_ids: list[str] | None = None, wall_now: str | None = None) -> RenewalReport:
     """Renew every license whose term ended (or the ones named). One failing license is
     reported and does not stop the others."""
     report = RenewalReport(now=now, renewed=[], expired=[], not_due=[], failed=[])
     for license_id in license_ids if license_ids is not None else store.licenses_due(now):
         try:
-            outcome = renew_license(license_id, now)
+            outcome = renew_license(license_id, now, wall_now)
         except Exception as error:
             report.failed.append({"license_id": license_id, "error": f"{type(error).__name__}: {error}"})
             continue

@@ -355,7 +355,12 @@ def transact(items: Sequence[Item]) -> None:
                 raise
             if attempt == config.conflict_retries:
                 raise Unavailable("too much contention on this license; retry shortly") from cancelled
-            time.sleep(random.uniform(0, config.retry_base_seconds * 2**attempt))
+            back_off(attempt)
+
+
+def back_off(attempt: int) -> None:
+    """Full jitter: sleep a random time in [0, base * 2**attempt) before retrying."""
+    time.sleep(random.uniform(0, settings().retry_base_seconds * 2**attempt))
 
 
 def _update(
@@ -733,7 +738,8 @@ def write_deactivation(license_: License, updated: License, site: Site, now: str
     )
     site_item = _update(
         site_key(site.license_id, site.site),
-        "SET active = :false, allocated = :used, remaining = :zero, deactivated_at = :now REMOVE token_hash",
+        "SET active = :false, allocated = :used, remaining = :zero, deactivated_at = :now"
+        " REMOVE token_hash, consume_fence",
         "token_hash = :token_hash AND used = :used AND remaining = :remaining",
         None,
         {
@@ -783,7 +789,10 @@ def charge(
     network; the entry's condition makes the request_id single-use. Returns ``None`` when
     charged, else what each failed condition saw.
     """
-    condition = "token_hash = :token_hash AND expires_at > :now AND remaining >= :amount"
+    condition = (
+        "token_hash = :token_hash AND expires_at > :now AND remaining >= :amount"
+        " AND (attribute_not_exists(consume_fence) OR consume_fence <= :now)"
+    )
     values: dict[str, Any] = {":token_hash": token_hash, ":now": now, ":amount": amount}
     if network_only:
         condition += " AND network = :true"
@@ -968,7 +977,7 @@ def write_renewal(
     items.extend(
         _update(
             site_key(read.license_id, renewed_site.read.site),
-            "SET allocated = :allocated, used = :zero, remaining = :allocated",
+            "SET allocated = :allocated, used = :zero, remaining = :allocated REMOVE consume_fence",
             "used = :used AND remaining = :remaining",
             None,
             {
@@ -1007,6 +1016,40 @@ def write_renewal(
         transact(items)
     except Cancelled as cancelled:
         _raise_for_license(cancelled)
+        if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
+            raise StaleLicense(None) from cancelled
+        raise
+
+
+def fence_consumes(license_id: str, sites: Sequence[str], until: str, version: int | None = None) -> None:
+    """Hold the consumes of ``sites`` off until ``until`` (a short lease), so that a write that
+    must see settled counters (a renewal, a deactivation) can read them and write once, even
+    while the sites keep spending.
+
+    With ``version``, applies only to that version of the license. Consumes refused by the
+    fence answer 503 with ``Retry-After``; the fenced write removes the fence, and a writer that
+    dies leaves a fence that simply lapses.
+    """
+    items: list[Item] = []
+    if version is not None:
+        items.append(
+            {
+                "ConditionCheck": {
+                    "TableName": _table(),
+                    "Key": license_key(license_id),
+                    "ConditionExpression": "version = :version",
+                    "ExpressionAttributeValues": {":version": {"N": str(version)}},
+                }
+            }
+        )
+    fence = "SET consume_fence = :until"
+    items.extend(
+        _update(site_key(license_id, site), fence, "attribute_exists(pk)", None, {":until": until})
+        for site in sites
+    )
+    try:
+        transact(items)
+    except Cancelled as cancelled:
         if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
             raise StaleLicense(None) from cancelled
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ai_credits import store
+from ai_credits import services, store
 from tests.handlers.conftest import renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
@@ -194,3 +194,54 @@ def test_renewal_requests_per_license(provision, activate, dynamodb_calls):
     renew({"license_id": "lic-count", "time": "2027-11-01T01:00:00Z"})
 
     assert dict(dynamodb_calls) == {"Query": 1, "TransactWriteItems": 1}
+
+
+def test_a_fenced_pool_answers_503_with_retry_after_and_charges_nothing(
+    provision, activate, consume, balance
+):
+    provision("lic-fence", license_key="key-fence-secret", expires_at=PAID)
+    token = activate("key-fence-secret", "shop.com").body["activation_token"]
+    store.fence_consumes("lic-fence", ["shop.com"], "2099-01-01T00:00:00Z")
+
+    answer = consume(token, 5)
+
+    assert (answer.status, answer.code) == (503, "unavailable")
+    assert answer.headers["retry-after"] == "1"
+    assert balance(token).body["site"]["used"] == 0
+    assert [entry for entry in store.ledger_entries("lic-fence") if entry["type"] == "consume"] == []
+
+
+def test_a_lapsed_fence_holds_nothing(provision, activate, consume):
+    provision("lic-lapsed", license_key="key-lapsed-secret", expires_at=PAID)
+    token = activate("key-lapsed-secret", "shop.com").body["activation_token"]
+    store.fence_consumes("lic-lapsed", ["shop.com"], "2020-01-01T00:00:00Z")
+    assert consume(token, 5).status == 200
+
+
+def test_a_renewal_that_keeps_losing_to_consumes_fences_them_and_renews_once(
+    provision, activate, consume, monkeypatch
+):
+    provision("lic-busy", license_key="key-busy-secret", expires_at=PAID)
+    token = activate("key-busy-secret", "shop.com").body["activation_token"]
+    original, fences, losses = store.write_renewal, [], []
+
+    def busy(read, *args, **kwargs):
+        if len(losses) < services.OPTIMISTIC_ATTEMPTS:  # a consume lands between read and write
+            losses.append(read.version)
+            raise store.StaleLicense(None)
+        return original(read, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_renewal", busy)
+    real_fence = store.fence_consumes
+
+    def recording_fence(*args, **kwargs):
+        fences.append(args)
+        return real_fence(*args, **kwargs)
+
+    monkeypatch.setattr(store, "fence_consumes", recording_fence)
+
+    result = renew({"license_id": "lic-busy", "time": "2027-11-01T01:00:00Z"})
+
+    assert result["renewed"] == ["lic-busy"]
+    assert len(fences) == 1 and fences[0][1] == ["shop.com"]
+    assert consume(token, 5).status == 200, "the renewal's write removed the fence"

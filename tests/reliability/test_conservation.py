@@ -1,0 +1,183 @@
+"""Conservation under concurrency (the Jepsen bank test, for credits), on DynamoDB Local.
+
+32 clients, for a bounded time, through the local HTTP gateway: consumes on a network pool and on
+single sites, replays of request ids, Apply in the portal, deactivations and re-activations, and a
+renewal in the middle. Then the checker (the same as ``make audit``) verifies, per license, that
+the counters add up and that the ledger replayed from zero equals them; and that every 200 the
+clients saw is in the ledger exactly once and no ledger entry lacks its 200.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ai_credits import store
+from ai_credits.audit import reconcile
+from tests.integration.client import Api, unique
+
+CLIENTS = 32
+SECONDS = 8.0
+SEED = 20261125
+
+
+class World:
+    """What the clients share: the current token of each site (re-activation rotates it)."""
+
+    def __init__(self, api: Api, portal: str) -> None:
+        self.api, self.portal = api, portal
+        self.lock = threading.Lock()
+        self.tokens: dict[tuple[str, str], str] = {}
+        self.keys: dict[str, str] = {}
+        self.sites: dict[str, list[tuple[str, str, bool]]] = {}  # license -> (url, environment, network)
+        self.charged: dict[tuple[str, str, str], int] = {}  # (license, site, request id) -> amount
+        self.sent: list[tuple[str, str, str, int]] = []
+        self.operations: Counter[str] = Counter()
+        self.renewed = threading.Event()
+        self.unavailable: set[tuple[str, str, str]] = set()
+
+    def token(self, license_id: str, site: str) -> str | None:
+        with self.lock:
+            return self.tokens.get((license_id, site))
+
+    def activate(self, license_id: str, url: str, environment: str, network: bool) -> None:
+        answer = self.api.activate(self.keys[license_id], url, environment, network=network)
+        self.count("activate", answer.status)
+        if answer.status in (200, 201):
+            with self.lock:
+                self.tokens[(license_id, answer.body["site"])] = answer.body["activation_token"]
+
+    def count(self, operation: str, status: int) -> None:
+        # 503 (with Retry-After, nothing charged) is the answer while a renewal or a
+        # deactivation holds a pool's consumes off for a moment; nothing else may be a 5xx.
+        assert status < 500 or status == 503, f"{operation} answered {status}"
+        with self.lock:
+            self.operations[f"{operation} {status}"] += 1
+
+
+def _setup(api: Api, world: World, account: str) -> list[str]:
+    licenses = []
+    plans = [
+        ("single-site", 1, 400, [("net.example.org", "production", True), ("staging.net.example.org", "staging", False)]),
+        ("multi-site", 3, 600, [("a.example.com", "production", False), ("b.example.com", "production", False), ("c.example.com", "production", True)]),
+        ("single-site", 1, 300, [("solo.example.net", "production", False)]),
+    ]  # fmt: skip
+    for plan, site_limit, credits, sites in plans:
+        license_id = unique("cons")
+        key = f"key-{license_id}"
+        # The term ended a little before today: a renewal run "now" starts the next one.
+        answer = api.provision(
+            license_id, license_key=key, account_id=account, plan=plan, site_limit=site_limit,
+            credits_per_term=credits, term_months=1, term_start="2026-10-01T00:00:00Z",
+            term_end="2026-11-01T00:00:00Z", expires_at="2030-01-01T00:00:00Z",
+        )  # fmt: skip
+        assert answer.status == 201
+        world.keys[license_id] = key
+        world.sites[license_id] = sites
+        for url, environment, network in sites:
+            world.activate(license_id, url, environment, network)
+        licenses.append(license_id)
+    return licenses
+
+
+def _client(world: World, licenses: list[str], index: int, deadline: float) -> None:
+    rng = random.Random(SEED + index)
+    mine: list[tuple[str, str, str, int, dict]] = []  # what this client may replay
+    while time.monotonic() < deadline:
+        license_id = rng.choice(licenses)
+        url, environment, network = rng.choice(world.sites[license_id])
+        site = url  # the sites above are already normalized
+        roll = rng.random()
+        if roll < 0.70:
+            replay = bool(mine) and rng.random() < 0.2
+            if replay:
+                license_id, site, request_id, amount, fields = rng.choice(mine)
+            token = world.token(license_id, site)
+            if token is None:
+                continue
+            if not replay:
+                request_id = f"c{index}-{len(mine)}-{rng.randrange(10**9)}"
+                amount = rng.randint(1, 12)
+                fields = {"subsite_url": rng.choice(["blog.net.example.org", "shop.net.example.org"])} if network else {}
+            answer = world.api.consume(token, amount, request_id, **fields)
+            world.count("consume", answer.status)
+            if answer.status == 503:
+                assert answer.headers["retry-after"]
+                with world.lock:
+                    world.unavailable.add((license_id, site, request_id))
+            if answer.status == 200:
+                with world.lock:
+                    key = (license_id, site, request_id)
+                    assert world.charged.get(key, amount) == amount
+                    world.charged[key] = answer.body["consumed"]
+                mine.append((license_id, site, request_id, amount, fields))
+        elif roll < 0.85:
+            names = [name for name, _, _ in world.sites[license_id]]
+            allocations = {name: rng.randint(0, 250) for name in rng.sample(names, rng.randint(1, len(names)))}
+            answer = world.api.apply(world.portal, license_id, allocations)
+            world.count("apply", answer.status)
+            assert answer.status in (200, 404, 409), answer.body
+        elif roll < 0.93:
+            token = world.token(license_id, site)
+            if token is None:
+                continue
+            answer = world.api.deactivate(token)
+            world.count("deactivate", answer.status)
+            if answer.status == 204:
+                with world.lock:
+                    if world.tokens.get((license_id, site)) == token:
+                        del world.tokens[(license_id, site)]
+        elif world.token(license_id, site) is None:  # re-activate a deactivated site
+            world.activate(license_id, url, environment, network)
+        if index == 0 and not world.renewed.is_set() and time.monotonic() > deadline - SECONDS / 2:
+            world.renewed.set()
+            for license_id in licenses:
+                result = world.api.call(
+                    "POST", "/2015-03-31/functions/RenewFunction/invocations",
+                    {"license_id": license_id, "time": "2026-11-25T00:00:00Z"},
+                ).body  # fmt: skip
+                world.count(f"renew {'renewed' if result['renewed'] else 'failed'}", 200)
+                assert result["renewed"] == [license_id], result
+
+
+@pytest.mark.integration
+def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_env, portal_token):
+    api = Api(gateway)
+    account = unique("acct")
+    world = World(api, portal_token(account))
+    licenses = _setup(api, world, account)
+
+    deadline = time.monotonic() + SECONDS
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        for outcome in [pool.submit(_client, world, licenses, index, deadline) for index in range(CLIENTS)]:
+            outcome.result()
+
+    verdicts = []
+    ledger_seen: set[tuple[str, str, str]] = set()
+    for license_id in licenses:
+        license_, sites = store.get_license_with_sites(license_id)
+        ledger = store.ledger_entries(license_id)
+        assert reconcile(license_, sites, ledger) == [], license_id
+        assert license_.term_start == "2026-11-01T00:00:00Z", "the renewal happened once"
+        assert sum(entry["type"] == "expiry" for entry in ledger) == 1
+        for entry in ledger:
+            if entry["type"] == "consume":
+                key = (license_id, entry["site"], entry["request_id"])
+                assert key not in ledger_seen
+                ledger_seen.add(key)
+                assert world.charged.get(key) == entry["amount"], f"ledger entry without its 200: {key}"
+        verdicts.append(f"{license_id}: credits_total {license_.credits_total}, unallocated {license_.unallocated}")
+    assert set(world.charged) == ledger_seen, "every 200 is in the ledger exactly once"
+    assert not (world.unavailable - set(world.charged)) & ledger_seen, "a 503 charged nothing"
+
+    total = sum(world.operations.values())
+    print(f"\nconservation: {total} operations in {SECONDS:.0f}s by {CLIENTS} clients: {dict(sorted(world.operations.items()))}")
+    print(f"conservation: {len(ledger_seen)} charges, {len(licenses)} licenses audited, drift 0")
+    assert world.operations["consume 200"] > 100
+    assert any(name.startswith("apply 200") for name in world.operations)
+    assert any(name.startswith("deactivate 204") for name in world.operations)
