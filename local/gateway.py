@@ -827,6 +827,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, QUERY, ...) goes through the router too and gets its 404, as
+        # an HTTP API answers it, instead of http.server's 501.
+        if name.startswith("do_"):
+            return self.do_GET
+        raise AttributeError(name)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """The access line is written by do_GET (without the query string); nothing here."""
 

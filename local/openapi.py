@@ -83,6 +83,12 @@ def build_openapi() -> dict[str, Any]:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             operation["responses"]["422"] = problem_422
+            for bodiless in ("204", "304"):  # Powertools documents the return annotation's body
+                operation["responses"].get(bodiless, {}).pop("content", None)
+            if (method, path) == ("get", "/v1/balance"):
+                etag = {"description": "strong ETag of the body", "schema": {"type": "string"}}
+                for status in ("200", "304"):
+                    operation["responses"][status]["headers"] = {"ETag": etag}
             scheme = security[(method, path)]
             operation["security"] = [{scheme: []}] if scheme else []
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):

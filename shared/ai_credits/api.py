@@ -7,6 +7,8 @@ message text.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -46,6 +48,7 @@ _ERROR_STATUS = {
     "activation_limit_reached": 409,
     "idempotency_conflict": 409,
     "license_key_in_use": 409,
+    "unsupported_media_type": 415,
     "validation_error": 422,
     "unavailable": 503,
 }
@@ -63,7 +66,8 @@ def error_responses(*codes: str) -> dict[int, dict[str, Any]]:
     from ai_credits.models import Problem
 
     by_status: dict[int, list[str]] = {}
-    for code in ("validation_error", "unavailable", *codes):
+    body_codes = ("unsupported_media_type",) if "malformed_json" in codes else ()
+    for code in ("validation_error", "unavailable", *codes, *body_codes):
         by_status.setdefault(_ERROR_STATUS[code], []).append(code)
     return {
         status: {"description": " or ".join(names), "content": {PROBLEM_JSON: {"model": Problem}}}
@@ -121,9 +125,64 @@ def _validation_error(error: RequestValidationError) -> Response[Any]:
     return problem(422, "validation_error", "Validation error", summary or "invalid request", errors=errors)
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _early_problem(error: DomainError) -> dict[str, Any]:
+    body = {
+        "type": PROBLEM_TYPE_BASE + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    return {
+        "statusCode": error.status,
+        "headers": {"Content-Type": PROBLEM_JSON},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def _json_body_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its body as JSON text, or raise: the API takes ``application/json`` only.
+
+    Done before Powertools sees the event, which would otherwise parse form and multipart
+    bodies, answer its own 415 shape, and fail on a body that is not UTF-8. No Content-Type at
+    all is read as JSON (plugins built on ``wp_remote_post`` often send none).
+    """
+    from ai_credits.errors import MalformedJson, UnsupportedMediaType
+
+    method = event.get("requestContext", {}).get("http", {}).get("method", "")
+    if method not in _BODY_METHODS or not event.get("body"):
+        return event
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as application/json, not {media_type}")
+    body = event["body"]
+    try:
+        text = base64.b64decode(body).decode("utf-8") if event.get("isBase64Encoded") else body
+    except (binascii.Error, UnicodeDecodeError):
+        raise MalformedJson("the request body is not UTF-8 JSON") from None
+    return {**event, "headers": {**headers, "content-type": "application/json"}, "body": text,
+            "isBase64Encoded": False}  # fmt: skip
+
+
+class ContractResolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver, taking JSON bodies only (see ``_json_body_event``)."""
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:  # type: ignore[override]
+        try:
+            event = _json_body_event(event)
+        except DomainError as error:
+            return _early_problem(error)
+        return super().resolve(event, context)
+
+
 def create_app() -> APIGatewayHttpResolver:
     """A resolver with validation, strict JSON and the contract's error table installed."""
-    app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=strict_json_loads)
+    app = ContractResolver(enable_validation=True, json_body_deserializer=strict_json_loads)
     app.exception_handler(DomainError)(_domain_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.not_found(lambda _error: problem(404, "not_found", "Not found", "no such route"))

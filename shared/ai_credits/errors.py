@@ -65,6 +65,12 @@ class LicenseKeyInUse(DomainError):
     status, code, title = 409, "license_key_in_use", "License key already in use"
 
 
+class UnsupportedMediaType(DomainError):
+    """Not in the contract's table: a body that is not ``application/json``."""
+
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
 class ValidationFailed(DomainError):
     """422 with ``errors``: a list of ``{"loc": [...], "type": str, "msg": str}``."""
 

@@ -76,7 +76,7 @@ class ActivationRequest(BaseModel):
     # Plugins of other versions may send more fields: ignored, not refused.
     model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
 
-    license_key: Annotated[str, Field(min_length=1, max_length=256)]
+    license_key: Annotated[str, Field(min_length=1, max_length=256, repr=False)]  # never in a log
     site_url: SiteUrl
     environment: WpEnvironment = Field(description="WordPress's wp_get_environment_type()")
     network: StrictBool = Field(default=False, description="network-activated on a Multisite")
@@ -194,7 +194,7 @@ class ImportedActivation(_Request):
 
 
 class ProvisionRequest(_Request):
-    license_key: Annotated[str, Field(min_length=8, max_length=256)]
+    license_key: Annotated[str, Field(min_length=8, max_length=256, repr=False)]  # never in a log
     account_id: Annotated[str, Field(min_length=1, max_length=128)]
     plan: Plan
     site_limit: Annotated[StrictInt, Field(ge=1, le=100_000)]

@@ -314,7 +314,7 @@ def _encode_label(label: str) -> str:
             ) from error
     if not encoded or len(encoded) > _MAX_LABEL_LENGTH:
         raise InvalidSiteUrl(f"host labels must be 1-{_MAX_LABEL_LENGTH} characters")
-    if encoded.startswith("-") or encoded.endswith("-"):
+    if label.startswith("-") or label.endswith("-") or encoded.startswith("-") or encoded.endswith("-"):
         raise InvalidSiteUrl("host labels must not start or end with '-'")
     if not _LABEL_CHARS.issuperset(encoded):
         raise InvalidSiteUrl(f"host {_excerpt(label)!r} contains invalid characters")

@@ -238,18 +238,24 @@ def client() -> DynamoDBClient:
     """One DynamoDB client per container, created on first use.
 
     The endpoint comes from the environment (``AWS_ENDPOINT_URL_DYNAMODB`` locally): never
-    hard-coded. Timeouts are short because a Lambda behind an HTTP API has 10 s; botocore's
-    standard retry mode retries throttling with jittered back-off, and a retried
-    TransactWriteItems reuses its ClientRequestToken, so a retry after a lost response
-    cannot apply the transaction twice.
+    hard-coded. botocore's standard retry mode retries throttling and time-outs with full
+    jitter, and a retried TransactWriteItems reuses its ClientRequestToken, so a retry after a
+    lost response cannot apply the transaction twice.
+
+    The budget: the functions have 10 s (template.yaml), and the 503 must leave before Lambda
+    stops the function. A consume makes two requests (the charge, then a read), each up to 3
+    attempts: a hung request costs 3 x 1.5 s + back-offs <= 75 ms, a throttled one back-offs
+    <= 1 + 2 s; the worst path (charged on the third attempt, then a hung read) stays under
+    8 s (tests/reliability/test_faults.py measures it). DynamoDB answers in milliseconds:
+    1.5 s is a stall, not a slow answer.
     """
     import boto3  # imported on first use: keeps it off the cold-start import path
     from botocore.config import Config
 
     config = Config(
         connect_timeout=1,
-        read_timeout=3,
-        retries={"mode": "standard", "total_max_attempts": 4},
+        read_timeout=1.5,
+        retries={"mode": "standard", "total_max_attempts": 3},
         tcp_keepalive=True,
     )
     return cast(DynamoDBClient, boto3.client("dynamodb", config=config))
@@ -276,6 +282,11 @@ _THROTTLING_CODES = frozenset(
         "ServiceUnavailable",
         "TransactionInProgressException",
     }
+)
+# Cancellation reasons that mean "not now" rather than "no": the transaction is tried again as
+# a whole (DynamoDB reports a throttled transaction this way, not as ThrottlingException).
+_RETRYABLE_CANCELLATION_CODES = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
 
 
@@ -314,10 +325,10 @@ def _call(operation: Callable[..., T], **kwargs: Any) -> T:
     """Call DynamoDB, turning what the client cannot fix into domain-level exceptions."""
     from botocore.exceptions import (
         ClientError,
-        ReadTimeoutError,
+        HTTPClientError,  # the exchange failed once sent: read time-out, connection closed ...
     )
     from botocore.exceptions import (
-        ConnectionError as BotoConnectionError,
+        ConnectionError as BotoConnectionError,  # no exchange: connect time-out, refused ...
     )
 
     try:
@@ -337,12 +348,13 @@ def _call(operation: Callable[..., T], **kwargs: Any) -> T:
         if code in _THROTTLING_CODES:
             raise Unavailable("the database is busy; retry shortly", retry_after=1) from error
         raise
-    except (BotoConnectionError, ReadTimeoutError) as error:
+    except (BotoConnectionError, HTTPClientError) as error:
         raise Unavailable("the database did not answer in time; retry shortly", retry_after=1) from error
 
 
 def transact(items: Sequence[Item]) -> None:
-    """One TransactWriteItems; conflicts with concurrent transactions are retried (full jitter)."""
+    """One TransactWriteItems; a cancellation for a conflict with a concurrent transaction or
+    for throttling (and nothing else) is retried, full jitter, then answered ``Unavailable``."""
     if len(items) > MAX_TRANSACTION_ITEMS:
         raise ValueError(f"{len(items)} items exceed one transaction")
     config = settings()
@@ -351,10 +363,13 @@ def transact(items: Sequence[Item]) -> None:
             _call(client().transact_write_items, TransactItems=list(items))
             return
         except Cancelled as cancelled:
-            if not cancelled.conflict_only:
+            codes = {code for code, _ in cancelled.reasons} - {"None"}
+            if not codes or not codes <= _RETRYABLE_CANCELLATION_CODES:
                 raise
             if attempt == config.conflict_retries:
-                raise Unavailable("too much contention on this license; retry shortly") from cancelled
+                if "TransactionConflict" in codes:
+                    raise Unavailable("too much contention on this license; retry shortly") from cancelled
+                raise Unavailable("the database is busy; retry shortly") from cancelled
             back_off(attempt)
 
 
