@@ -11,11 +11,12 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test audit openapi clean java dynamodb-local
+.PHONY: help setup run test bench audit openapi clean java dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   run the whole test suite (tests/)"
+	@echo "make bench  print the performance figures next to the goals (also .local/bench.md)"
 	@echo "make audit  reconcile ledger and counters (make run's table; AUDIT_ARGS=license ids)"
 	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
 	@echo "make clean  remove .venv, .local (including local data) and caches"
@@ -50,6 +51,10 @@ run: setup
 
 test: setup
 	$(VENV_PYTHON) -m pytest -q
+
+# Figures, not tests: its own DynamoDB Local, about 3 minutes; exit code 0 even when a goal is missed.
+bench: setup
+	$(VENV_PYTHON) -m local.bench $(BENCH_ARGS)
 
 # Against make run's DynamoDB Local unless AWS_ENDPOINT_URL_DYNAMODB says otherwise.
 audit: $(VENV_STAMP)
