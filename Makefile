@@ -11,11 +11,12 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test bench audit openapi clean java dynamodb-local
+.PHONY: help setup run test soak bench audit openapi clean java dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   run the whole test suite (tests/)"
+	@echo "make soak   the model-based test at length (2000 examples of up to 50 steps)"
 	@echo "make bench  print the performance figures next to the goals (also .local/bench.md)"
 	@echo "make audit  reconcile ledger and counters (make run's table; AUDIT_ARGS=license ids)"
 	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
@@ -51,6 +52,9 @@ run: setup
 
 test: setup
 	$(VENV_PYTHON) -m pytest -q
+
+soak: setup
+	HYPOTHESIS_PROFILE=soak $(VENV_PYTHON) -m pytest -q tests/model
 
 # Figures, not tests: its own DynamoDB Local, about 3 minutes; exit code 0 even when a goal is missed.
 bench: setup
