@@ -307,11 +307,6 @@ class Cancelled(Exception):
     def old(self, index: int) -> dict[str, Any] | None:
         return self.reasons[index][1]
 
-    @property
-    def conflict_only(self) -> bool:
-        codes = {code for code, _ in self.reasons}
-        return codes <= {"None", "TransactionConflict"} and "TransactionConflict" in codes
-
 
 class ConditionFailed(Exception):
     """A single-item write whose condition failed; ``old`` is the item as it was (or None)."""
