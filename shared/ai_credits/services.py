@@ -475,6 +475,8 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
     )
     if refused is None:
         remaining = store.site_remaining(token.license_id, token.site)
+        # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
+        store.record_answer(token.license_id, token.site, request.request_id, remaining)
         return ConsumeResponse(
             request_id=request.request_id, consumed=request.amount, remaining=remaining, replayed=False
         )
@@ -497,9 +499,11 @@ def _explain_refusal(
             raise IdempotencyConflict(
                 f"request_id {request.request_id!r} was already used with a different body"
             )
-        remaining = (
-            site["remaining"] if site is not None else store.site_remaining(token.license_id, token.site)
-        )
+        remaining = refused.entry.get("remaining_after")
+        if remaining is None:  # the first answer was not recorded (yet): the balance now
+            remaining = (
+                site["remaining"] if site is not None else store.site_remaining(token.license_id, token.site)
+            )
         return ConsumeResponse(
             request_id=request.request_id,
             consumed=refused.entry["amount"],

@@ -836,6 +836,25 @@ def charge(
     return None
 
 
+def record_answer(license_id: str, site: str, request_id: str, remaining: int) -> None:
+    """Keep a charge's answer (``remaining`` right after it) with its ledger entry, once.
+
+    Best effort: the charge is already committed and answered; if this write is throttled or
+    times out, a replay answers the pool's current ``remaining`` instead.
+    """
+    try:
+        _call(
+            client().update_item,
+            TableName=_table(),
+            Key=consume_entry_key(license_id, site, request_id),
+            UpdateExpression="SET remaining_after = :remaining",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(remaining_after)",
+            ExpressionAttributeValues={":remaining": {"N": str(remaining)}},
+        )
+    except (ConditionFailed, Unavailable):
+        return
+
+
 def site_remaining(license_id: str, site: str) -> int:
     """The site's ``remaining`` now (strongly consistent, projected to that one attribute)."""
     response = _call(

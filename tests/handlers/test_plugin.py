@@ -372,15 +372,28 @@ def test_consume_requests(single, activate, consume, dynamodb_calls):
 
     dynamodb_calls.clear()
     consume(token, 995, "r-1")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, (
-        "replay of a request the pool can no longer cover"
-    )
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "a replay the pool can no longer cover"
 
     dynamodb_calls.clear()
     consume(token, 1, "r-3")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1}, (
-        "success: the charge, then remaining"
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1, "UpdateItem": 1}, (
+        "success: the charge, then remaining, then the answer kept for replays"
     )
+
+    dynamodb_calls.clear()
+    assert consume(token, 1, "r-3").body["replayed"] is True
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "a replay the pool could still cover"
+
+
+def test_a_replay_after_later_charges_repeats_the_first_answer(single, activate, consume):
+    token = activate(single, "example.com").body["activation_token"]
+    first = consume(token, 10, "r-1")
+    consume(token, 20, "r-2")
+
+    again = consume(token, 10, "r-1")
+
+    assert again.body == {**first.body, "replayed": True}
+    assert again.body["remaining"] == 990
 
 
 def test_activation_requests(single, activate, dynamodb_calls):

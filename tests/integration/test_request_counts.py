@@ -43,7 +43,7 @@ def test_consume_requests_on_dynamodb_local(dynamodb_local_calls):
 
     dynamodb_local_calls.clear()
     assert _consume(token, 5, "count-3").status == 200
-    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1, "GetItem": 1}
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1, "GetItem": 1, "UpdateItem": 1}
 
 
 def test_balance_is_one_request_on_dynamodb_local(dynamodb_local_calls):

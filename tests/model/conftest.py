@@ -11,6 +11,9 @@ Two costs of moto 5.2 dominate a model step, and both can go without changing wh
 - ``TransactWriteItems`` deep-copies the whole table once *per item* of the transaction (for its
   rollback), all before it applies anything: identical copies. Here the first copy is reused for
   the other items of the same transaction.
+- Every ``UpdateItem`` parses its update expression twice, and the service sends the same few
+  expressions again and again. The parse is a pure function of the string and moto never changes
+  the tree it returns (its validator works on a deep copy), so parses are remembered.
 
 Both patches last only while a test of this folder runs (``monkeypatch``).
 """
@@ -110,10 +113,22 @@ def _one_snapshot_per_table(transact: Any, models: Any) -> Any:
     return transact_write_items
 
 
+def _remembered_parses(make: Any) -> Any:
+    parses: dict[str, Any] = {}
+
+    def remembered(cls: Any, expression: str) -> Any:
+        if expression not in parses:
+            parses[expression] = make(expression)
+        return parses[expression]
+
+    return classmethod(remembered)
+
+
 @pytest.fixture
 def fast_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import moto.dynamodb.models as models
     from moto.core.serialize import BaseJSONSerializer
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     generic = BaseJSONSerializer._serialize_type_structure
     assert not getattr(generic, "fast", False)
@@ -125,4 +140,5 @@ def fast_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "transact_write_items",
         _one_snapshot_per_table(models.DynamoDBBackend.transact_write_items, models),
     )
+    monkeypatch.setattr(UpdateExpressionParser, "make", _remembered_parses(UpdateExpressionParser.make))
     yield

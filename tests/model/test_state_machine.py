@@ -39,6 +39,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+from hypothesis.strategies._internal.featureflags import FeatureFlags
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -401,9 +403,7 @@ features = st.sampled_from([None, "rewrite", "summarize"])
 site_choices = st.tuples(st.sampled_from(SITE_KEYS), st.integers(0, 4))
 # Mostly paid when created (an expired license answers little but 403); billing's later updates
 # pay or refund.
-expiries = st.sampled_from(
-    [*["far_future"] * 5, "near_future", "near_future", "term_end", "just_past", "far_past"]
-)
+expiries = st.sampled_from([*["far_future"] * 7, "near_future", "near_future", "just_past"])
 billing_expiries = st.sampled_from(
     ["far_future", "far_future", "near_future", "term_end", "just_past", "far_past"]
 )
@@ -423,6 +423,11 @@ PROVISIONING = {
 class CreditsMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        # No swarm testing: Hypothesis would switch a random half of the rules off per example,
+        # and most rules here need what another makes (no token without ``activate``): such
+        # examples mostly repeat the two rules that are always possible.
+        assert isinstance(self._rules_strategy.enabled_rules_strategy, SearchStrategy)
+        self._rules_strategy.enabled_rules_strategy = st.just(FeatureFlags())
         self.model = Model()
         self.clock = (REAL_NOW - timedelta(days=100)).replace(second=30)  # the renewal clock
         self.request_ids = 0
@@ -835,7 +840,7 @@ class CreditsMachine(RuleBasedStateMachine):
             return
         assert (answer.status, answer.body) == (200, {**first.answer, "replayed": True})
 
-    @precondition(lambda self: self.model.licenses)
+    @precondition(lambda self: self.model.current)
     @rule(
         pick=picks,
         stale=st.integers(0, 4),
@@ -845,7 +850,7 @@ class CreditsMachine(RuleBasedStateMachine):
     )
     def read(self, pick: int, stale: int, send_etag: bool, portal_side: int, as_other: bool) -> None:
         """The reads: the plugin's balance or, a third of the time, the portal's."""
-        if portal_side < 2 and self.model.tokens:
+        if portal_side < 2:
             self.balance(self.pick_token(pick, stale), send_etag)
         else:
             self.portal_reads(pick % len(SLOTS), as_other)
@@ -875,7 +880,9 @@ class CreditsMachine(RuleBasedStateMachine):
 
     # -- portal ----------------------------------------------------------------------------------
 
-    @precondition(lambda self: self.model.licenses)
+    @precondition(
+        lambda self: any(site.active for lic in self.model.licenses.values() for site in lic.sites.values())
+    )
     @rule(
         pick=picks,
         owner=st.integers(0, 9),
@@ -983,7 +990,7 @@ class CreditsMachine(RuleBasedStateMachine):
         step=st.integers(0, len(ADVANCES) - 1),
         minutes=st.integers(0, 59),
         schedule=st.integers(0, 5),
-        billing=st.tuples(st.integers(0, 2), billing_expiries, st.none() | credits),
+        billing=st.tuples(st.integers(0, 4), billing_expiries, st.none() | credits),
     )
     def bill_and_renew(
         self, pick: int, step: int, minutes: int, schedule: int, billing: tuple[int, str, int | None]
@@ -991,7 +998,7 @@ class CreditsMachine(RuleBasedStateMachine):
         """Maybe billing updates a license (pays, refunds, changes ``credits_per_term``); then the
         clock moves on and the renew function runs: for one license (``{"license_id", "time"}``)
         or, now and then, as the hourly schedule (every license)."""
-        if billing[0] == 2:
+        if billing[0] == 4:
             self.bill(self.pick_license(pick), *billing[1:])
         self.clock += ADVANCES[step] + timedelta(minutes=minutes)
         now = rfc3339(self.clock)

@@ -77,6 +77,7 @@ AFTER_COMMIT = (LOST, CLOSED)
 KINDS_BY_OPERATION = {
     "TransactWriteItems": CANCELLATIONS + ERRORS + BEFORE_COMMIT + AFTER_COMMIT,
     "GetItem": ERRORS + BEFORE_COMMIT + AFTER_COMMIT,
+    "UpdateItem": ERRORS + BEFORE_COMMIT + AFTER_COMMIT,  # keeping the answer for replays
 }
 _DYNAMODB_ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
 
