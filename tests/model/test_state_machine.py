@@ -39,8 +39,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.strategies import SearchStrategy
-from hypothesis.strategies._internal.featureflags import FeatureFlags
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -49,6 +47,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from hypothesis.strategies import SearchStrategy
+from hypothesis.strategies._internal.featureflags import FeatureFlags
 
 import local.cfn
 from ai_credits import store
@@ -448,9 +448,9 @@ class CreditsMachine(RuleBasedStateMachine):
         return options[pick % len(options)]
 
     def touched(self, *slots_: int, ledger: bool = False) -> None:
-        """The licenses a step sent requests for: checked after it. Only consumes and renewals
-        may write a ledger: the ledger is read again after those (and the last one read reused
-        after the other steps)."""
+        """The licenses a step sent a write (or a failed write) for: checked after it (a read
+        step checks what it reads itself). Only consumes and renewals may write a ledger: it is
+        read again after those, and the last one read is reused after the other steps."""
         self.dirty.update(slots_)
         if ledger:
             self.ledgers_to_read.update(slots_)
@@ -860,7 +860,6 @@ class CreditsMachine(RuleBasedStateMachine):
         seen = self.etags.get((token.slot, token.site)) if send_etag else None
         headers = {"if-none-match": seen[0] if seen else ""}
         answer = call("get_balance", make_event("get_balance", token=token.token, headers=headers))
-        self.touched(token.slot)
         if not self.model.valid(token):
             expect_problem(answer, (401, "unauthorized"))
             return
