@@ -14,12 +14,15 @@ Two costs of moto 5.2 dominate a model step, and both can go without changing wh
 - Every ``UpdateItem`` parses its update expression twice, and the service sends the same few
   expressions again and again. The parse is a pure function of the string and moto never changes
   the tree it returns (its validator works on a deep copy), so parses are remembered.
+- Every request lists the methods of moto's response class (``inspect.getmembers``) to find its
+  action: the list of a class is remembered.
 
 Both patches last only while a test of this folder runs (``monkeypatch``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -127,8 +130,9 @@ def _remembered_parses(make: Any) -> Any:
 @pytest.fixture
 def fast_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import moto.dynamodb.models as models
+    from moto.core import responses
     from moto.core.serialize import BaseJSONSerializer
-    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
     generic = BaseJSONSerializer._serialize_type_structure
     assert not getattr(generic, "fast", False)
@@ -141,4 +145,7 @@ def fast_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         _one_snapshot_per_table(models.DynamoDBBackend.transact_write_items, models),
     )
     monkeypatch.setattr(UpdateExpressionParser, "make", _remembered_parses(UpdateExpressionParser.make))
+    monkeypatch.setattr(
+        responses, "method_names_from_class", functools.cache(responses.method_names_from_class)
+    )
     yield
