@@ -134,6 +134,15 @@ def aws_test_env() -> Iterator[dict[str, str]]:
     yield dict(FAKE_AWS_ENV)
 
 
+@pytest.fixture(autouse=True)
+def new_execution_environment(aws_test_env: dict[str, str]) -> None:
+    """Each test starts like a new execution environment: no ``remaining`` seen by a consume
+    (``services.consume``'s guesses), so request counts do not depend on earlier tests."""
+    from ai_credits import services
+
+    services.forget_seen_balances()
+
+
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     """``template.yaml`` loaded with CloudFormation tags (``!Ref x`` -> ``{"Ref": "x"}``)."""

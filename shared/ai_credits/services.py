@@ -443,13 +443,43 @@ def _body_hash(amount: int, feature: str | None, subsite: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# The last ``remaining`` this execution environment saw per site (license id, site): the guess a
+# consume sends as its compare-and-set. A stale guess costs one more request, never a wrong
+# answer (the write's condition compares it with the item). Bounded: emptied when full.
+_remaining_seen: dict[tuple[str, str], int] = {}
+_REMAINING_SEEN_MAX = 10_000
+# A consume whose guesses went stale this many times in a row (other environments spending from
+# the same pool at once) charges with ``remaining >= amount`` and reads ``remaining`` after it.
+CAS_ATTEMPTS = 2
+
+
+def _seen(key: tuple[str, str], site: dict[str, Any] | None) -> None:
+    if site is None:
+        _remaining_seen.pop(key, None)
+        return
+    if len(_remaining_seen) >= _REMAINING_SEEN_MAX:
+        _remaining_seen.clear()
+    _remaining_seen[key] = int(site["remaining"])
+
+
+def forget_seen_balances() -> None:
+    """Forget every ``remaining`` seen (as a new execution environment would)."""
+    _remaining_seen.clear()
+
+
 def consume(authorization: str | None, request: ConsumeRequest, now: str) -> ConsumeResponse:
     """``POST /v1/consume``: spend exactly once per ``request_id``.
 
-    One TransactWriteItems charges the site and writes the ledger entry (the idempotency
-    record) or, refused, reports what each condition saw: a bad token, an expired license,
-    too few credits or a used ``request_id`` are told apart without reading first.
-    ``remaining`` in the answer is read right after the charge (strongly consistent).
+    One TransactWriteItems charges the site and writes the ledger entry (the idempotency record,
+    with the answer) as a compare-and-set on the site's ``remaining``: the guess is the last
+    ``remaining`` this environment saw of the site, so the answer needs no read. Refused, the
+    transaction reports the items as they were: a bad token, an expired license, too few
+    credits, a used ``request_id`` or a stale guess are told apart without reading, and a stale
+    guess is retried once with the value it returned. Without a guess, one strongly consistent
+    BatchGetItem of the site and the ledger entry comes first (it alone answers a replay or a
+    bad token). Requests: 1 with a current guess; 2 with none or a stale one; under contention
+    (two stale guesses), the charge with ``remaining >= amount``, then a read of ``remaining``
+    and a write of the answer to the ledger entry.
     """
     token = _authenticate(authorization)
     subsite = _site_key(request.subsite_url, ("body", "subsite_url")) if request.subsite_url else None
@@ -463,24 +493,74 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
         "feature": request.feature,
         "subsite": subsite,
     }
-    refused = store.charge(
-        token.license_id,
-        token.site,
-        token.secret_hash,
-        request.amount,
-        request.request_id,
-        entry,
-        now,
-        network_only=subsite is not None,
-    )
-    if refused is None:
-        remaining = store.site_remaining(token.license_id, token.site)
-        # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
-        store.record_answer(token.license_id, token.site, request.request_id, remaining)
-        return ConsumeResponse(
-            request_id=request.request_id, consumed=request.amount, remaining=remaining, replayed=False
+    key = (token.license_id, token.site)
+    guess = _remaining_seen.get(key)
+    if guess is None:
+        site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id)
+        _seen(key, site)
+        if site is None or not token.matches(site.get("token_hash")) or used_entry is not None:
+            refused = store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
+            return _explain_refusal(token, request, refused, body_hash, now)
+        guess = int(site["remaining"])
+
+    def charge(expected: int | None) -> store.ConsumeRefused | None:
+        return store.charge(
+            token.license_id,
+            token.site,
+            token.secret_hash,
+            request.amount,
+            request.request_id,
+            entry,
+            now,
+            network_only=subsite is not None,
+            expected_remaining=expected,
         )
-    return _explain_refusal(token, request, refused, body_hash, now)
+
+    for _ in range(CAS_ATTEMPTS):
+        refused = charge(guess)
+        if refused is None:
+            remaining = guess - request.amount
+            _remaining_seen[key] = remaining
+            return _charged(request, remaining)
+        if refused.site_failed:
+            _seen(key, refused.site)
+        if not _stale_guess(token, request, refused, guess, now):
+            return _explain_refusal(token, request, refused, body_hash, now)
+        assert refused.site is not None
+        guess = int(refused.site["remaining"])
+    refused = charge(None)
+    if refused is not None:
+        return _explain_refusal(token, request, refused, body_hash, now)
+    remaining = store.site_remaining(token.license_id, token.site)
+    _remaining_seen[key] = remaining
+    # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
+    store.record_answer(token.license_id, token.site, request.request_id, remaining)
+    return _charged(request, remaining)
+
+
+def _charged(request: ConsumeRequest, remaining: int) -> ConsumeResponse:
+    return ConsumeResponse(
+        request_id=request.request_id, consumed=request.amount, remaining=remaining, replayed=False
+    )
+
+
+def _stale_guess(
+    token: ActivationToken, request: ConsumeRequest, refused: store.ConsumeRefused, guess: int, now: str
+) -> bool:
+    """Whether the charge failed only because the site's ``remaining`` was not ``guess``: every
+    other condition held (token, expiry, fence, network, the request_id unused) and the site
+    still has enough."""
+    site = refused.site
+    return (
+        refused.entry is None
+        and site is not None
+        and token.matches(site.get("token_hash"))
+        and not rules.is_expired(site["expires_at"], now)
+        and site.get("consume_fence", "") <= now
+        and (request.subsite_url is None or bool(site.get("network", False)))
+        and int(site["remaining"]) >= request.amount
+        and int(site["remaining"]) != guess
+    )
 
 
 def _explain_refusal(

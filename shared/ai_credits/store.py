@@ -437,23 +437,27 @@ def find_license_by_key_hash(key_hash: str) -> License | None:
 
 def get_license_and_site(license_id: str, site: str) -> tuple[License | None, Site | None]:
     """Both items in one strongly consistent BatchGetItem."""
-    keys = [license_key(license_id), site_key(license_id, site)]
-    request: Item = {_table(): {"Keys": keys, "ConsistentRead": True}}
-    found: list[Item] = []
-    for _ in range(5):  # unprocessed keys only under throttling
-        response = _call(client().batch_get_item, RequestItems=request)
-        found.extend(response.get("Responses", {}).get(_table(), []))
-        request = response.get("UnprocessedKeys") or {}
-        if not request:
-            break
-    else:
-        raise Unavailable("the database is busy; retry shortly")
+    found = _batch_get([license_key(license_id), site_key(license_id, site)])
     license_item = next((item for item in found if item["sk"]["S"] == "LICENSE"), None)
     site_item = next((item for item in found if item["sk"]["S"] != "LICENSE"), None)
     return (
         _license_from_item(license_item) if license_item else None,
         _site_from_item(site_item) if site_item else None,
     )
+
+
+def _batch_get(keys: list[Item]) -> list[Item]:
+    """The items of ``keys`` that exist: one strongly consistent BatchGetItem (more only for
+    keys DynamoDB leaves unprocessed, which happens under throttling)."""
+    request: Item = {_table(): {"Keys": keys, "ConsistentRead": True}}
+    found: list[Item] = []
+    for _ in range(5):
+        response = _call(client().batch_get_item, RequestItems=request)
+        found.extend(response.get("Responses", {}).get(_table(), []))
+        request = response.get("UnprocessedKeys") or {}
+        if not request:
+            return found
+    raise Unavailable("the database is busy; retry shortly")
 
 
 def get_license_with_sites(license_id: str) -> tuple[License | None, list[Site]]:
@@ -791,13 +795,17 @@ def charge(
     entry: Mapping[str, Any],
     now: str,
     network_only: bool,
+    expected_remaining: int | None = None,
 ) -> ConsumeRefused | None:
     """Spend ``amount`` from the site and write the ledger entry: one TransactWriteItems.
 
     The site's condition checks the token, that the license has not expired (the site's copy
     of ``expires_at``), ``remaining >= amount`` and, for a sub-site, that the activation is a
-    network; the entry's condition makes the request_id single-use. Returns ``None`` when
-    charged, else what each failed condition saw.
+    network; the entry's condition makes the request_id single-use. With ``expected_remaining``
+    the site must also hold exactly that much (compare-and-set): the answer's ``remaining``,
+    ``expected_remaining - amount``, is then known without a read and goes into the entry as
+    ``remaining_after`` in the same write. Returns ``None`` when charged, else what each failed
+    condition saw.
     """
     condition = (
         "token_hash = :token_hash AND expires_at > :now AND remaining >= :amount"
@@ -807,6 +815,16 @@ def charge(
     if network_only:
         condition += " AND network = :true"
         values[":true"] = True
+    values_of_entry = {
+        **{name: value["S"] for name, value in consume_entry_key(license_id, site, request_id).items()},
+        "type": "consume",
+        "license_id": license_id,
+        **entry,
+    }
+    if expected_remaining is not None:
+        condition += " AND remaining = :expected"
+        values[":expected"] = expected_remaining
+        values_of_entry["remaining_after"] = expected_remaining - amount
     site_update = _update(
         site_key(license_id, site),
         "SET remaining = remaining - :amount, used = used + :amount",
@@ -814,15 +832,7 @@ def charge(
         None,
         values,
     )
-    ledger_put = _put(
-        {
-            **{name: value["S"] for name, value in consume_entry_key(license_id, site, request_id).items()},
-            "type": "consume",
-            "license_id": license_id,
-            **entry,
-        },
-        "attribute_not_exists(pk)",
-    )
+    ledger_put = _put(values_of_entry, "attribute_not_exists(pk)")
     try:
         transact([site_update, ledger_put])
     except Cancelled as cancelled:
@@ -834,6 +844,18 @@ def charge(
             entry=cancelled.old(1) if cancelled.failed(1) else None,
         )
     return None
+
+
+def read_for_consume(
+    license_id: str, site: str, request_id: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The site item and the request's ledger entry (``None`` when absent): one strongly
+    consistent BatchGetItem, for a consume that has no recent ``remaining`` of the site."""
+    keys = [site_key(license_id, site), consume_entry_key(license_id, site, request_id)]
+    found = [from_item(item) for item in _batch_get(keys)]
+    site_item = next((item for item in found if item["pk"].startswith("LICENSE#")), None)
+    entry = next((item for item in found if item["pk"].startswith("LEDGER#")), None)
+    return site_item, entry
 
 
 def record_answer(license_id: str, site: str, request_id: str, remaining: int) -> None:

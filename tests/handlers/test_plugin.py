@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
 
 from ai_credits import store
@@ -364,25 +365,115 @@ def test_a_rotated_token_cannot_consume(single, activate, consume):
 
 def test_consume_requests(single, activate, consume, dynamodb_calls):
     token = activate(single, "example.com").body["activation_token"]
-    consume(token, 995, "r-1")
 
     dynamodb_calls.clear()
-    consume(token, 10, "r-2")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "insufficient credits: one request"
+    assert consume(token, 995, "r-1").body["remaining"] == 5
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}, (
+        "a new environment has no guess of remaining: it reads the site (and the entry), then charges"
+    )
+
+    dynamodb_calls.clear()
+    assert (consume(token, 10, "r-2").status, dynamodb_calls) == (402, {"TransactWriteItems": 1}), (
+        "insufficient credits: the refused charge alone"
+    )
 
     dynamodb_calls.clear()
     consume(token, 995, "r-1")
     assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "a replay the pool can no longer cover"
 
     dynamodb_calls.clear()
-    consume(token, 1, "r-3")
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1, "UpdateItem": 1}, (
-        "success: the charge, then remaining, then the answer kept for replays"
+    assert consume(token, 1, "r-3").body["remaining"] == 4
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "success: the charge alone, the answer in it"
+
+    dynamodb_calls.clear()
+    assert consume(token, 1, "r-3").body == {
+        "request_id": "r-3",
+        "consumed": 1,
+        "remaining": 4,
+        "replayed": True,
+    }
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "a replay the pool could still cover"
+
+
+def test_consume_requests_in_a_new_environment(single, activate, consume, dynamodb_calls):
+    from ai_credits import services
+
+    token = activate(single, "example.com").body["activation_token"]
+    consume(token, 995, "r-1")
+
+    services.forget_seen_balances()
+    dynamodb_calls.clear()
+    assert consume(token, 995, "r-1").body["replayed"] is True
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1}, "a replay: the read finds the answer"
+
+    services.forget_seen_balances()
+    dynamodb_calls.clear()
+    assert consume(token, 10, "r-2").status == 402
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}, (
+        "a refusal is the write's verdict, never the read's"
     )
 
     dynamodb_calls.clear()
-    assert consume(token, 1, "r-3").body["replayed"] is True
-    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "a replay the pool could still cover"
+    assert consume(activate(single, "example.com").body["activation_token"] + "x", 1).status == 401
+    services.forget_seen_balances()
+    dynamodb_calls.clear()
+    assert consume(token, 1).status == 401, "the rotated token"
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1}
+
+
+def test_a_stale_guess_costs_one_more_request(single, activate, consume, dynamodb_calls):
+    """Another environment spent from the site since this one last saw it."""
+    from ai_credits import services
+
+    token = activate(single, "example.com").body["activation_token"]
+    consume(token, 10, "r-1")
+    seen_here = dict(services._remaining_seen)
+    consume(token, 20, "r-2")  # as another environment would
+    services._remaining_seen.update(seen_here)
+
+    dynamodb_calls.clear()
+    answer = consume(token, 30, "r-3")
+
+    assert answer.body["remaining"] == 940
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 2}
+
+
+def test_under_contention_the_charge_reads_remaining_after_it(
+    single, activate, consume, dynamodb_calls, table
+):
+    """Guesses going stale twice (other environments spending at once): the charge with
+    ``remaining >= amount``, then ``remaining``, then the answer kept for replays."""
+    from ai_credits import store
+    from ai_credits.credentials import parse_activation_token
+
+    token = activate(single, "example.com").body["activation_token"]
+    consume(token, 10, "r-1")
+    activation = parse_activation_token(token)
+    other = boto3.client("dynamodb")  # not counted
+    spent_by_others = []
+
+    def another_environment_spends(model, **_):
+        if model.name == "TransactWriteItems" and len(spent_by_others) < 2:
+            spent_by_others.append(1)
+            other.update_item(
+                TableName=table,
+                Key=store.site_key(activation.license_id, activation.site),
+                UpdateExpression="SET remaining = remaining - :one, used = used + :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    store.client().meta.events.register("before-call.dynamodb.TransactWriteItems", another_environment_spends)
+    try:
+        dynamodb_calls.clear()
+        answer = consume(token, 5, "r-2")
+    finally:
+        store.client().meta.events.unregister(
+            "before-call.dynamodb.TransactWriteItems", another_environment_spends
+        )
+
+    assert answer.body["remaining"] == 1000 - 10 - 2 - 5
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 3, "GetItem": 1, "UpdateItem": 1}
+    assert consume(token, 5, "r-2").body == {**answer.body, "replayed": True}
 
 
 def test_a_replay_after_later_charges_repeats_the_first_answer(single, activate, consume):

@@ -1,8 +1,9 @@
 """DynamoDB requests per operation, counted on DynamoDB Local (the handlers run in this process).
 
 Counts are deterministic, unlike timings. The transaction API returns no values on success, so
-a successful consume reads ``remaining`` once after its one write; every refusal is the write
-alone: the cancellation reasons carry the items as they were.
+a consume charges as a compare-and-set on the ``remaining`` its environment last saw: one write
+when that guess is current; a new environment reads first (two requests). Every refusal is one
+write: the cancellation reasons carry the items as they were.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def _consume(token: str, amount: int, request_id: str):
 
 
 def test_consume_requests_on_dynamodb_local(dynamodb_local_calls):
+    from ai_credits import services
+
     token = _provisioned_token()
-    _consume(token, 995, "count-1")
+    dynamodb_local_calls.clear()
+    assert _consume(token, 995, "count-1").body["remaining"] == 5
+    assert dict(dynamodb_local_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
 
     dynamodb_local_calls.clear()
     assert _consume(token, 10, "count-2").status == 402
@@ -42,8 +47,18 @@ def test_consume_requests_on_dynamodb_local(dynamodb_local_calls):
     assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1}
 
     dynamodb_local_calls.clear()
-    assert _consume(token, 5, "count-3").status == 200
-    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1, "GetItem": 1, "UpdateItem": 1}
+    assert _consume(token, 5, "count-3").body["remaining"] == 0
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1}
+
+    services.forget_seen_balances()
+    dynamodb_local_calls.clear()
+    assert _consume(token, 5, "count-3").body == {
+        "request_id": "count-3",
+        "consumed": 5,
+        "remaining": 0,
+        "replayed": True,
+    }
+    assert dict(dynamodb_local_calls) == {"BatchGetItem": 1}
 
 
 def test_balance_is_one_request_on_dynamodb_local(dynamodb_local_calls):
