@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -443,43 +444,88 @@ def _body_hash(amount: int, feature: str | None, subsite: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# The last ``remaining`` this execution environment saw per site (license id, site): the guess a
-# consume sends as its compare-and-set. A stale guess costs one more request, never a wrong
-# answer (the write's condition compares it with the item). Bounded: emptied when full.
-_remaining_seen: dict[tuple[str, str], int] = {}
-_REMAINING_SEEN_MAX = 10_000
-# A consume whose guesses went stale this many times in a row (other environments spending from
-# the same pool at once) charges with ``remaining >= amount`` and reads ``remaining`` after it.
+@dataclass(slots=True)
+class _SiteMemory:
+    remaining: int | None = None  # the last ``remaining`` seen
+    read_first_until: float = 0.0  # a guess from memory went stale: read first until then
+    contended_until: float = 0.0  # guesses went stale twice in a row: do not guess until then
+
+
+class ConsumeMemory:
+    """What one execution environment remembers of the sites it charged, per (license id, site).
+
+    A consume sends the last ``remaining`` seen as its compare-and-set guess. A stale guess costs
+    a request, never a wrong answer (the write's condition compares it with the item). When a
+    guess from memory goes stale (the site's requests also reach other environments), this
+    environment reads before charging that site for ``READ_FIRST_SECONDS``: a read is cheaper than
+    a refused write. When guesses go stale twice in one request (other environments spending at
+    the same moment), it stops guessing for ``CONTENTION_SECONDS``: guessing would only add
+    refused writes to a hot item. Bounded: emptied when full.
+    """
+
+    READ_FIRST_SECONDS = 60.0
+    CONTENTION_SECONDS = 2.0
+    MAX_SITES = 10_000
+
+    def __init__(self) -> None:
+        self._sites: dict[tuple[str, str], _SiteMemory] = {}
+
+    def _site(self, key: tuple[str, str]) -> _SiteMemory:
+        site = self._sites.get(key)
+        if site is None:
+            if len(self._sites) >= self.MAX_SITES:
+                self._sites.clear()
+            site = self._sites[key] = _SiteMemory()
+        return site
+
+    def contended(self, key: tuple[str, str]) -> bool:
+        site = self._sites.get(key)
+        return site is not None and time.monotonic() < site.contended_until
+
+    def guess(self, key: tuple[str, str]) -> int | None:
+        """The ``remaining`` to guess without reading, or None: read first."""
+        site = self._sites.get(key)
+        if site is None or time.monotonic() < site.read_first_until:
+            return None
+        return site.remaining
+
+    def saw(self, key: tuple[str, str], remaining: int | None) -> None:
+        self._site(key).remaining = remaining
+
+    def stale(self, key: tuple[str, str]) -> None:
+        self._site(key).read_first_until = time.monotonic() + self.READ_FIRST_SECONDS
+
+    def contention(self, key: tuple[str, str]) -> None:
+        self._site(key).contended_until = time.monotonic() + self.CONTENTION_SECONDS
+
+    def forget(self) -> None:
+        self._sites.clear()
+
+
+CONSUME_MEMORY = ConsumeMemory()
+# Compare-and-set attempts of one consume before it charges with ``remaining >= amount``.
 CAS_ATTEMPTS = 2
 
 
-def _seen(key: tuple[str, str], site: dict[str, Any] | None) -> None:
-    if site is None:
-        _remaining_seen.pop(key, None)
-        return
-    if len(_remaining_seen) >= _REMAINING_SEEN_MAX:
-        _remaining_seen.clear()
-    _remaining_seen[key] = int(site["remaining"])
-
-
 def forget_seen_balances() -> None:
-    """Forget every ``remaining`` seen (as a new execution environment would)."""
-    _remaining_seen.clear()
+    """Forget every site seen (as a new execution environment would)."""
+    CONSUME_MEMORY.forget()
 
 
 def consume(authorization: str | None, request: ConsumeRequest, now: str) -> ConsumeResponse:
     """``POST /v1/consume``: spend exactly once per ``request_id``.
 
     One TransactWriteItems charges the site and writes the ledger entry (the idempotency record,
-    with the answer) as a compare-and-set on the site's ``remaining``: the guess is the last
-    ``remaining`` this environment saw of the site, so the answer needs no read. Refused, the
-    transaction reports the items as they were: a bad token, an expired license, too few
-    credits, a used ``request_id`` or a stale guess are told apart without reading, and a stale
-    guess is retried once with the value it returned. Without a guess, one strongly consistent
-    BatchGetItem of the site and the ledger entry comes first (it alone answers a replay or a
-    bad token). Requests: 1 with a current guess; 2 with none or a stale one; under contention
-    (two stale guesses), the charge with ``remaining >= amount``, then a read of ``remaining``
-    and a write of the answer to the ledger entry.
+    with the answer) as a compare-and-set on the site's ``remaining`` (``ConsumeMemory``): the
+    guess being right, the answer needs no read. Refused, the transaction reports the items as
+    they were: a bad token, an expired license, too few credits, a used ``request_id`` or a stale
+    guess are told apart without reading, and a stale guess is retried with the value it
+    returned. Without a guess, one strongly consistent BatchGetItem of the site and the ledger
+    entry comes first (it alone answers a replay or a bad token).
+
+    Requests: 1 with a current guess; 2 with a read first or a stale guess. Under contention
+    (stale twice in a row), the charge with ``remaining >= amount``, a read of ``remaining``
+    and a write of the answer to the ledger entry (3).
     """
     token = _authenticate(authorization)
     subsite = _site_key(request.subsite_url, ("body", "subsite_url")) if request.subsite_url else None
@@ -494,17 +540,10 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
         "subsite": subsite,
     }
     key = (token.license_id, token.site)
-    guess = _remaining_seen.get(key)
-    if guess is None:
-        site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id)
-        _seen(key, site)
-        if site is None or not token.matches(site.get("token_hash")) or used_entry is not None:
-            refused = store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
-            return _explain_refusal(token, request, refused, body_hash, now)
-        guess = int(site["remaining"])
+    memory = CONSUME_MEMORY
 
     def charge(expected: int | None) -> store.ConsumeRefused | None:
-        return store.charge(
+        refused = store.charge(
             token.license_id,
             token.site,
             token.secret_hash,
@@ -515,24 +554,37 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
             network_only=subsite is not None,
             expected_remaining=expected,
         )
+        if refused is not None and refused.site_failed:
+            memory.saw(key, int(refused.site["remaining"]) if refused.site is not None else None)
+        return refused
 
-    for _ in range(CAS_ATTEMPTS):
-        refused = charge(guess)
-        if refused is None:
-            remaining = guess - request.amount
-            _remaining_seen[key] = remaining
-            return _charged(request, remaining)
-        if refused.site_failed:
-            _seen(key, refused.site)
-        if not _stale_guess(token, request, refused, guess, now):
-            return _explain_refusal(token, request, refused, body_hash, now)
-        assert refused.site is not None
-        guess = int(refused.site["remaining"])
+    if not memory.contended(key):
+        guess = memory.guess(key)
+        from_memory = guess is not None
+        if guess is None:
+            site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id)
+            memory.saw(key, int(site["remaining"]) if site is not None else None)
+            if site is None or not token.matches(site.get("token_hash")) or used_entry is not None:
+                refusal = store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
+                return _explain_refusal(token, request, refusal, body_hash, now)
+            guess = int(site["remaining"])
+        for attempt in range(CAS_ATTEMPTS):
+            refused = charge(guess)
+            if refused is None:
+                memory.saw(key, guess - request.amount)
+                return _charged(request, guess - request.amount)
+            if not _stale_guess(token, request, refused, guess, now):
+                return _explain_refusal(token, request, refused, body_hash, now)
+            if attempt == 0 and from_memory:
+                memory.stale(key)
+            assert refused.site is not None
+            guess = int(refused.site["remaining"])
+        memory.contention(key)
     refused = charge(None)
     if refused is not None:
         return _explain_refusal(token, request, refused, body_hash, now)
     remaining = store.site_remaining(token.license_id, token.site)
-    _remaining_seen[key] = remaining
+    memory.saw(key, remaining)
     # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
     store.record_answer(token.license_id, token.site, request.request_id, remaining)
     return _charged(request, remaining)

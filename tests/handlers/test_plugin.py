@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import boto3
 import pytest
 
@@ -421,21 +423,36 @@ def test_consume_requests_in_a_new_environment(single, activate, consume, dynamo
     assert dict(dynamodb_calls) == {"BatchGetItem": 1}
 
 
-def test_a_stale_guess_costs_one_more_request(single, activate, consume, dynamodb_calls):
-    """Another environment spent from the site since this one last saw it."""
+def test_a_stale_guess_costs_one_more_request_then_the_environment_reads_first(
+    single, activate, consume, dynamodb_calls, monkeypatch
+):
+    """Another environment spent from the site since this one last saw it: the refused guess
+    brings the current ``remaining``, the second try charges. For a while this environment then
+    reads before charging that site (a read is cheaper than a refused write)."""
+    import time
+
     from ai_credits import services
 
     token = activate(single, "example.com").body["activation_token"]
     consume(token, 10, "r-1")
-    seen_here = dict(services._remaining_seen)
+    memory = services.CONSUME_MEMORY
+    here = copy.deepcopy(memory._sites)
     consume(token, 20, "r-2")  # as another environment would
-    services._remaining_seen.update(seen_here)
+    memory._sites = here
 
     dynamodb_calls.clear()
-    answer = consume(token, 30, "r-3")
-
-    assert answer.body["remaining"] == 940
+    assert consume(token, 30, "r-3").body["remaining"] == 940
     assert dict(dynamodb_calls) == {"TransactWriteItems": 2}
+
+    dynamodb_calls.clear()
+    assert consume(token, 40, "r-4").body["remaining"] == 900
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
+
+    later = time.monotonic() + memory.READ_FIRST_SECONDS
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    dynamodb_calls.clear()
+    assert consume(token, 50, "r-5").body["remaining"] == 850
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
 
 
 def test_under_contention_the_charge_reads_remaining_after_it(
@@ -474,6 +491,29 @@ def test_under_contention_the_charge_reads_remaining_after_it(
     assert answer.body["remaining"] == 1000 - 10 - 2 - 5
     assert dict(dynamodb_calls) == {"TransactWriteItems": 3, "GetItem": 1, "UpdateItem": 1}
     assert consume(token, 5, "r-2").body == {**answer.body, "replayed": True}
+
+    dynamodb_calls.clear()
+    assert consume(token, 1, "r-3").body["remaining"] == 982
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1, "GetItem": 1, "UpdateItem": 1}, (
+        "for a while this environment charges the contended site without guessing"
+    )
+
+
+def test_contention_is_remembered_for_a_while(single, activate, consume, dynamodb_calls, monkeypatch):
+    import time
+
+    from ai_credits import services
+
+    token = activate(single, "example.com").body["activation_token"]
+    monkeypatch.setattr(services, "CAS_ATTEMPTS", 0)  # as if two guesses went stale
+    consume(token, 1, "r-1")
+    monkeypatch.setattr(services, "CAS_ATTEMPTS", 2)
+    later = time.monotonic() + services.CONSUME_MEMORY.CONTENTION_SECONDS
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+
+    dynamodb_calls.clear()
+    assert consume(token, 1, "r-2").body["remaining"] == 998
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
 
 
 def test_a_replay_after_later_charges_repeats_the_first_answer(single, activate, consume):
