@@ -16,6 +16,11 @@ Differences from AWS, on purpose:
 - One invocation runs at a time (see :meth:`GatewayServer.invoke`); HTTP connections are still
   served concurrently. A handler that outlives its ``Timeout`` is logged, not killed.
 
+Besides the template's routes it serves, locally only: Swagger UI at ``/docs``, and a demo console
+at ``/`` (the help article's *Manage AI Credits* and *Manage Plan* screens, static files of
+``local/console/``) with the credentials of a demo license at ``/local/demo`` (see
+:class:`ConsoleDemo`; ``make run`` provisions the demo).
+
 Everything is logged to stderr through the ``local.gateway`` logger: one access line per request
 (method, path without query string, status, duration) and handler tracebacks; never headers or
 bodies, which carry license keys and tokens.
@@ -59,10 +64,15 @@ from local.tokens import (
     JWT_AUDIENCE_ENV,
     JWT_ISSUER_ENV,
     JWT_SECRET_ENV,
+    make_portal_token,
 )
 
 __all__ = [
+    "CONSOLE_DIR",
+    "DEMO_PATH",
     "MAX_BODY_BYTES",
+    "ConsoleDemo",
+    "DemoSite",
     "GatewayConfigError",
     "GatewayServer",
     "GatewaySettings",
@@ -118,6 +128,13 @@ class GatewaySettings:
             jwt_audience=env.get(JWT_AUDIENCE_ENV) or None,
             jwt_issuer=env.get(JWT_ISSUER_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or DEFAULT_ADMIN_TOKEN,
+        )
+
+    def portal_token(self, sub: str) -> str:
+        """A portal JWT for account ``sub`` (valid one hour) that a gateway with these settings accepts."""
+        claims: dict[str, Any] = {"aud": self.jwt_audience, "iss": self.jwt_issuer}
+        return make_portal_token(
+            sub, secret=self.jwt_secret, **{name: value for name, value in claims.items() if value}
         )
 
 
@@ -681,6 +698,8 @@ class GatewayServer(ThreadingHTTPServer):
         self.routes = routes
         self.settings = settings
         self.table_name = table_name
+        #: The demo license the console at ``/`` shows (registered with ``PUT /local/demo``).
+        self.console_demo: ConsoleDemo | None = None
         # Lambda runs one invocation at a time per execution environment, each its own process,
         # and Powertools keeps per-invocation state in module globals (the resolver's
         # current_event, the metric set, the logger's keys). So do we: `concurrency` worker
@@ -792,6 +811,92 @@ _DOCS: dict[str, tuple[str, Callable[[], bytes]]] = {
     "/docs/swagger-ui-bundle.min.js": ("text/javascript", _swagger_asset("swagger-ui-bundle.min.js")),
     "/docs/swagger-ui.min.css": ("text/css", _swagger_asset("swagger-ui.min.css")),
 }
+
+
+# -- the demo console: the help article's two screens over this gateway's API (local only) --------
+
+CONSOLE_DIR = Path(__file__).resolve().parent / "console"
+#: The demo's credentials for the console; a local path, never a route of template.yaml.
+DEMO_PATH = "/local/demo"
+#: Path -> (file of CONSOLE_DIR, content type). A fixed list: nothing else of the folder is served.
+_CONSOLE_FILES: dict[str, tuple[str, str]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/local/console/console.css": ("console.css", "text/css; charset=utf-8"),
+    "/local/console/console.js": ("console.js", "text/javascript; charset=utf-8"),
+}
+# The browser holds the page to this gateway: nothing from elsewhere (it works offline), no inline
+# script or style.
+_CONSOLE_HEADERS = (
+    ("Cache-Control", "no-cache"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+# A page of another site whose DNS name is rebound to 127.0.0.1 sends its own name as Host: it
+# must not read the demo's credentials.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    """One activated site of the demo license and the token its plugin would hold."""
+
+    site: str
+    environment: str
+    activation_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConsoleDemo:
+    """The demo license the console shows, as registered with ``PUT /local/demo`` (admin token).
+
+    ``GET /local/demo`` answers :meth:`credentials`: what the page needs to play the portal (a portal
+    JWT for the account, minted on each request so it never runs out) and the plugin of each site
+    (its activation token). Only on this machine's loopback address.
+    """
+
+    license_id: str
+    account_id: str
+    sites: tuple[DemoSite, ...]
+
+    @classmethod
+    def from_json(cls, document: Any) -> ConsoleDemo:
+        """Parse ``{license_id, account_id, sites: [{site, environment, activation_token}]}``; a
+        ValueError names the member that is wrong (never its value: it may be a token)."""
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+        for name in ("license_id", "account_id"):
+            if not isinstance(document.get(name), str) or not 0 < len(document[name]) <= 256:
+                raise ValueError(f"{name!r} must be a string of 1 to 256 characters")
+        raw_sites = document.get("sites")
+        if not isinstance(raw_sites, list) or not raw_sites:
+            raise ValueError("'sites' must be a non-empty list")
+        sites = []
+        for index, raw in enumerate(raw_sites):
+            members = ("site", "environment", "activation_token")
+            if not isinstance(raw, dict) or not all(isinstance(raw.get(m), str) and raw[m] for m in members):
+                raise ValueError(f"sites[{index}] must have the strings {', '.join(members)}")
+            sites.append(DemoSite(raw["site"], raw["environment"], raw["activation_token"]))
+        return cls(document["license_id"], document["account_id"], tuple(sites))
+
+    def to_json(self) -> dict[str, Any]:
+        """The registration body (``from_json`` reads it back)."""
+        return {
+            "license_id": self.license_id,
+            "account_id": self.account_id,
+            "sites": [
+                {"site": s.site, "environment": s.environment, "activation_token": s.activation_token}
+                for s in self.sites
+            ],
+        }
+
+    def credentials(self, settings: GatewaySettings) -> dict[str, Any]:
+        """What ``GET /local/demo`` answers: the registration plus a fresh portal JWT (one hour)."""
+        return {**self.to_json(), "portal_token": settings.portal_token(self.account_id)}
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -973,6 +1078,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0]
             )
             return
+        if raw_path == DEMO_PATH and self.server.match(self.command, raw_path) is None:
+            self._console_demo(body)
+            return
+        if (
+            self.command in ("GET", "HEAD")
+            and raw_path in _CONSOLE_FILES
+            and self.server.match("GET", raw_path) is None
+        ):
+            file_name, content_type = _CONSOLE_FILES[raw_path]
+            # Read on every request: an edit of the page shows on the next reload.
+            self._send(
+                200, _CONSOLE_HEADERS, (CONSOLE_DIR / file_name).read_bytes(), content_type=content_type
+            )
+            return
         invoke_path = _INVOKE_PATH.match(raw_path)
         if self.command == "POST" and invoke_path is not None:
             self._invoke_api(unquote(invoke_path["name"]), raw_query, body, request_id)
@@ -1016,6 +1135,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._problem(500, "The function failed; see the gateway's log.", "internal_error")
             return
         self._send(status, [*headers, ("apigw-requestid", request_id)], response_body, content_type=None)
+
+    def _console_demo(self, body: bytes) -> None:
+        """``GET /local/demo``: the demo's credentials for the console; ``PUT``: register the demo."""
+        if self.command in ("GET", "HEAD"):
+            if _host_name(self.headers.get("Host", "")) not in _LOOPBACK_HOSTS:
+                detail = "The demo's credentials are served to http://127.0.0.1 or http://localhost only."
+                self._problem(403, detail, "forbidden")
+                return
+            demo = self.server.console_demo
+            if demo is None:
+                detail = "No demo license is registered: make run provisions one (PUT /local/demo)."
+                self._problem(404, detail, "not_found")
+                return
+            document = json.dumps(demo.credentials(self.server.settings)).encode("utf-8")
+            self._send(200, [("Cache-Control", "no-store")], document, content_type="application/json")
+            return
+        if self.command != "PUT":
+            detail = f"{DEMO_PATH} takes GET (the console) and PUT (registering the demo)."
+            self._problem(405, detail, "method_not_allowed", headers=[("Allow", "GET, HEAD, PUT")])
+            return
+        try:
+            _iam_authorizer(self.headers.get("Authorization"), self.server.settings)
+        except _Unauthorized as exc:
+            self._problem(401, exc.detail, "unauthorized", headers=[("WWW-Authenticate", "Bearer")])
+            return
+        try:
+            demo = ConsoleDemo.from_json(json.loads(body))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+            self._problem(422, f"Not a demo registration: {exc}.", "validation_error")
+            return
+        self.server.console_demo = demo
+        self._send(204, [], b"")
 
     def _authorize(self, route: RouteSpec) -> dict[str, Any] | None:
         authorization = self.headers.get("Authorization")
@@ -1075,8 +1226,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             headers.append(("X-Amz-Function-Error", "Unhandled"))
         except Exception as exc:  # reported to the caller like Lambda does, and logged
             logger.exception("%s failed (request %s)", function.name, request_id)
-            body = exc.payload if isinstance(exc, FunctionError) else _lambda_error_payload(exc, request_id)
-            payload = json.dumps(body).encode("utf-8")
+            error_body = (
+                exc.payload if isinstance(exc, FunctionError) else _lambda_error_payload(exc, request_id)
+            )
+            payload = json.dumps(error_body).encode("utf-8")
             headers.append(("X-Amz-Function-Error", "Unhandled"))
         if invocation_type == "Event":
             # Lambda would queue it and answer at once; running it first keeps local runs simple.
@@ -1159,6 +1312,14 @@ def describe(server: GatewayServer) -> str:
     if settings.jwt_audience or settings.jwt_issuer:
         lines.append(f"         checked too: ${JWT_AUDIENCE_ENV}, ${JWT_ISSUER_ENV}")
     lines.append(f"  [iam]  Authorization: Bearer ${ADMIN_TOKEN_ENV} ({admin_note})")
+    lines += ["", f"Demo console: {base}/  (Manage AI Credits and Manage Plan; local only)"]
+    demo = server.console_demo
+    if demo is None:
+        lines.append(f"  no demo license registered (PUT {DEMO_PATH})")
+    else:
+        lines.append(f"  demo license {demo.license_id} of account {demo.account_id}, activated on:")
+        lines += [f"    {site.site} ({site.environment})" for site in demo.sites]
+        lines.append(f"  the page takes its portal JWT and activation tokens from GET {base}{DEMO_PATH}")
     return "\n".join(lines)
 
 

@@ -9,30 +9,48 @@ Environment (all optional):
   ``.local/dynamodb-data/`` and survives restarts (``make clean`` deletes it).
 - ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER``, ``LOCAL_ADMIN_TOKEN``: see
   :mod:`local.tokens`.
+- ``LOCAL_DEMO`` (1): ``0`` skips the demo license of the console.
 
 Extension point: functions appended to :data:`ON_READY` are called with the gateway once the table
-exists and before serving starts (e.g. to provision a demo license).
+exists and before serving starts. The first one, :func:`serve_demo`, provisions the demo license the
+console at ``/`` shows (:data:`DEMO`) through the API, as billing and the plugin would: created on
+the first start, reused afterwards (the data persists), its sites activated again on every start
+(the activation tokens are returned once, so each start rotates them) and registered with the
+gateway (``PUT /local/demo``), which hands them to the page. Nothing secret is printed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
+from urllib.parse import quote
 
 from local import REPO_ROOT
 from local.cfn import DEFAULT_LOCAL_TABLE, ensure_table, load_template
 from local.dynamodb_local import DEFAULT_ROOT, DynamoDBLocalError, start
-from local.gateway import GatewayServer, build_gateway, serve_forever
+from local.gateway import (
+    DEMO_PATH,
+    ConsoleDemo,
+    DemoSite,
+    GatewayServer,
+    GatewaySettings,
+    build_gateway,
+    serve_forever,
+)
 
-__all__ = ["ON_READY", "main"]
-
-#: Called in order with the server after the table exists, before requests are served.
-ON_READY: list[Callable[[GatewayServer], None]] = []
+__all__ = ["DEMO", "ON_READY", "DemoError", "DemoLicense", "main", "provision_demo", "serve_demo"]
 
 _FAKE_AWS_ENV = {
     # DynamoDB Local accepts any credentials; these keep boto3 from looking for real ones
@@ -44,6 +62,186 @@ _FAKE_AWS_ENV = {
 }
 
 logger = logging.getLogger("local.run")
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo license of the console
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoLicense:
+    """A multi-site license (so allocation matters) on two live sites and a staging site."""
+
+    license_id: str = "lic-demo-console"
+    #: A local demo's key, as well-known as the local admin token; never printed.
+    license_key: str = field(default="AGG-DEMO-CONSOLE-0001", repr=False)
+    account_id: str = "acct-demo"
+    credits_per_term: int = 1000
+    site_limit: int = 3
+    #: (site URL, the environment WordPress reports), activated in this order.
+    sites: tuple[tuple[str, str], ...] = (
+        ("https://example.com/", "production"),
+        ("https://example.org/", "production"),
+        ("https://staging.example.com/", "staging"),
+    )
+    #: Applied once, when the license is created: a multi-site license allocates nothing by itself.
+    initial_allocations: tuple[tuple[str, int], ...] = (
+        ("example.com", 500),
+        ("example.org", 200),
+        ("staging.example.com", 100),
+    )
+
+
+DEMO = DemoLicense()
+
+
+class DemoError(RuntimeError):
+    """The API refused a step of the demo's provisioning (the message has no secret)."""
+
+
+class _Client:
+    """Just enough HTTP for the provisioning: JSON in, (status, JSON) out, no proxy."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(self.base_url + path, data, headers, method=method)
+        try:
+            with self._opener.open(request, timeout=30) as response:
+                return response.status, _json_or_none(response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, _json_or_none(error.read())
+
+    def expect(
+        self,
+        statuses: Collection[int],
+        step: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+    ) -> tuple[int, Any]:
+        status, answer = self.call(method, path, body, token)
+        if status not in statuses:
+            # A problem document never carries a key or a token: safe to show.
+            problem = answer if isinstance(answer, dict) else {}
+            raise DemoError(
+                f"{step}: {method} {path} answered {status} {problem.get('code')}: {problem.get('detail')}"
+            )
+        return status, answer
+
+
+def _json_or_none(data: bytes) -> Any:
+    return json.loads(data) if data else None
+
+
+def _demo_term(now: datetime) -> tuple[str, str]:
+    """The current month's first day and the same day a year later (RFC 3339, UTC)."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        start.replace(year=start.year + 1).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def provision_demo(
+    base_url: str,
+    settings: GatewaySettings,
+    demo: DemoLicense = DEMO,
+    *,
+    now: datetime | None = None,
+) -> tuple[ConsoleDemo, bool]:
+    """Make sure ``demo`` exists (through the gateway at ``base_url``), activate its sites and
+    register them with the gateway; return what was registered and whether the license was created.
+
+    Idempotent: an existing license is kept as it is (allocations, usage, term); only its sites'
+    activation tokens are rotated, the old ones stop working.
+    """
+    client = _Client(base_url)
+    portal_token = settings.portal_token(demo.account_id)
+    credits_path = f"/v1/licenses/{quote(demo.license_id, safe='')}"
+    status, _ = client.expect(
+        {200, 404}, "reading the demo license", "GET", f"{credits_path}/credits", token=portal_token
+    )
+    created = status == 404
+    if created:
+        term_start, term_end = _demo_term(now or datetime.now(UTC))
+        license_body = {
+            "license_key": demo.license_key,
+            "account_id": demo.account_id,
+            "plan": "multi-site",
+            "site_limit": demo.site_limit,
+            "credits_per_term": demo.credits_per_term,
+            "term_months": 12,
+            "term_start": term_start,
+            "term_end": term_end,
+            "expires_at": term_end,
+        }
+        admin_path = f"/v1/admin/licenses/{quote(demo.license_id, safe='')}"
+        client.expect(
+            {200, 201}, "provisioning the demo license", "PUT", admin_path, license_body, settings.admin_token
+        )
+    sites = []
+    for site_url, environment in demo.sites:
+        activation = {"license_key": demo.license_key, "site_url": site_url, "environment": environment}
+        _, answer = client.expect({200, 201}, f"activating {site_url}", "POST", "/v1/activations", activation)
+        sites.append(DemoSite(answer["site"], answer["environment"], answer["activation_token"]))
+    if created and demo.initial_allocations:
+        allocations = {"allocations": dict(demo.initial_allocations)}
+        client.expect(
+            {200},
+            "allocating the demo's credits",
+            "PUT",
+            f"{credits_path}/allocations",
+            allocations,
+            portal_token,
+        )
+    registered = ConsoleDemo(demo.license_id, demo.account_id, tuple(sites))
+    client.expect(
+        {204},
+        "registering the demo with the gateway",
+        "PUT",
+        DEMO_PATH,
+        registered.to_json(),
+        settings.admin_token,
+    )
+    return registered, created
+
+
+def serve_demo(server: GatewayServer) -> None:
+    """:data:`ON_READY` hook: provision :data:`DEMO` through ``server``'s own API, served for that
+    moment from a thread (the hook runs before serving starts). ``LOCAL_DEMO=0`` skips it; a
+    refusal is logged and ``make run`` goes on without the demo."""
+    if os.environ.get("LOCAL_DEMO", "1") == "0":
+        return
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        demo, created = provision_demo(server.base_url, server.settings)
+    except (DemoError, OSError) as exc:  # OSError: URLError, a timeout
+        logger.error("the console's demo license could not be provisioned: %s", exc)
+        return
+    finally:
+        server.shutdown()
+        thread.join()
+    logger.info(
+        "demo license %s %s; its %d sites activated with fresh tokens",
+        demo.license_id,
+        "provisioned" if created else "already provisioned (kept as it is)",
+        len(demo.sites),
+    )
+
+
+#: Called in order with the server after the table exists, before requests are served.
+ON_READY: list[Callable[[GatewayServer], None]] = [serve_demo]
 
 
 class _Stop(Exception):

@@ -1,0 +1,171 @@
+"""The demo console in a real browser: headless Chromium (Debian's ``chromium``, ``make setup``
+installs it) driven by Playwright, against the session's gateway on DynamoDB Local.
+
+The help article's story, on the demo license (1,000 credits; example.com 500, example.org 200,
+staging.example.com 100): the customer gives the live site more credits in *Manage AI Credits*, the
+site's *Manage Plan* shows them after a click on the refresh icon, the site spends credits, and
+both screens show the API's refusals (402 insufficient_credits, 409 over_allocation and
+below_used). A screenshot is kept in ``.local/test-artifacts/console.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright import sync_api  # a dev dependency: `make test` installs it (never skipped)
+
+from local import REPO_ROOT
+from local.gateway import ConsoleDemo, GatewaySettings
+from local.run import DemoLicense
+from tests.integration.client import Api
+
+pytestmark = pytest.mark.integration
+
+#: Debian's package; never a browser downloaded by Playwright. CHROMIUM overrides the path.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO_ROOT / ".local" / "test-artifacts"
+#: Every wait of the test (a loaded 2-core machine); the whole test takes a few seconds.
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: `make setup` installs Debian's chromium"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-proxy-server"])
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Tab:
+    page: Any
+    #: Requests to anywhere but the gateway (refused) and the page's uncaught JavaScript errors.
+    elsewhere: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def tab(browser: Any, gateway: str) -> Iterator[Tab]:
+    """A fresh page that may only reach the gateway: anything else is recorded and refused."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
+    tab = Tab(context.new_page())
+
+    def only_the_gateway(route: Any) -> None:
+        if route.request.url.startswith(f"{gateway}/"):
+            route.continue_()
+        else:
+            tab.elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_gateway)
+    tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
+    yield tab
+    context.close()
+
+
+def test_allocate_refresh_spend_and_the_refusals_in_the_browser(
+    tab: Tab,
+    gateway: str,
+    gateway_settings: GatewaySettings,
+    provision: Callable[[], tuple[ConsoleDemo, bool]],
+    demo_license: DemoLicense,
+) -> None:
+    expect, page = sync_api.expect, tab.page
+    provision()  # what make run does at start, for a license of this test
+    page.goto(f"{gateway}/")
+    portal, plugin = page.locator("#portal"), page.locator("#plugin")
+    remaining = plugin.locator("#site-remaining")
+
+    def allocated(site: str) -> Any:
+        return portal.locator(f'tr[data-site="{site}"] td').first
+
+    # Given the two screens of the demo license
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(portal.get_by_role("heading", name="Manage AI Credits")).to_be_visible()
+    expect(plugin.get_by_role("heading", name="Manage Plan")).to_be_visible()
+    expect(portal.locator("tbody tr")).to_have_count(3)
+    expect(allocated("example.com")).to_have_text("500")
+    expect(plugin.get_by_label("Site")).to_have_value("example.com")
+    expect(remaining).to_have_text("500")
+
+    # When the customer gives the live site more credits and clicks Apply
+    portal.get_by_label("New allocation for example.com").fill("700")
+    portal.get_by_role("button", name="Apply").click()
+
+    # Then the portal shows the new allocation, and the site shows it after its refresh icon
+    expect(portal.get_by_role("status")).to_contain_text("Applied")
+    expect(allocated("example.com")).to_have_text("700")
+    expect(portal.locator("#credits-unallocated")).to_have_text("0")
+    expect(remaining).to_have_text("500")  # what the plugin read before: nothing pushes to it
+    plugin.get_by_role("button", name="Refresh credits").click()
+    expect(remaining).to_have_text("700")
+
+    # When the site spends credits (a fresh request_id per click), the figure drops
+    plugin.get_by_label("Credits to spend").fill("25")
+    plugin.get_by_role("button", name="Use an AI feature").click()
+    expect(plugin.get_by_role("status")).to_contain_text("Spent 25 credits on example.com: 675 remaining")
+    expect(remaining).to_have_text("675")
+    expect(plugin.locator("#site-used")).to_have_text("25")
+    plugin.get_by_role("button", name="Use an AI feature").click()
+    expect(remaining).to_have_text("650")
+
+    # And a spend beyond what is left is refused (402), nothing charged
+    plugin.get_by_label("Credits to spend").fill("1000")
+    plugin.get_by_role("button", name="Use an AI feature").click()
+    refusal = plugin.get_by_role("alert")
+    expect(refusal).to_contain_text("Not enough AI Credits: 1,000 requested, 650 remaining")
+    expect(refusal).to_contain_text("402 insufficient_credits")
+    expect(plugin.get_by_role("status")).to_be_hidden()
+    expect(remaining).to_have_text("650")
+
+    # When the customer asks for more than the license has, the portal says so (409)
+    portal.get_by_label("New allocation for staging.example.com").fill("400")
+    expect(portal.locator("#allocation-sum")).to_contain_text("1,300 of 1,000 credits (300 more")
+    portal.get_by_role("button", name="Apply").click()
+    refusal = portal.get_by_role("alert")
+    expect(refusal).to_contain_text(
+        "The total exceeds the license's credits: 1,300 requested, 1,000 available for these sites"
+    )
+    expect(refusal).to_contain_text("409 over_allocation")
+    expect(allocated("staging.example.com")).to_have_text("100")  # nothing was applied
+
+    # And below what a site already used (409 below_used), pointing at that site's input
+    portal.get_by_label("New allocation for staging.example.com").fill("100")
+    portal.get_by_label("New allocation for example.com").fill("10")
+    portal.get_by_role("button", name="Apply").click()
+    expect(refusal).to_contain_text("example.com has already used 50 credits this term")
+    expect(refusal).to_contain_text("409 below_used")
+    expect(portal.get_by_label("New allocation for example.com")).to_have_attribute("aria-invalid", "true")
+    # the refused figures are reloaded around what the customer typed
+    expect(portal.locator('tr[data-site="example.com"] td').nth(1)).to_have_text("50")
+    expect(portal.get_by_label("New allocation for example.com")).to_have_value("10")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "console.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+
+    # The plugin screen shows any of the demo's sites
+    plugin.get_by_label("Site").select_option("staging.example.com")
+    expect(plugin.locator("#balance-site")).to_have_text("staging.example.com")
+    expect(remaining).to_have_text("100")
+
+    # What the page showed is what the API holds
+    portal_token = gateway_settings.portal_token(demo_license.account_id)
+    view = Api(gateway).credits(portal_token, demo_license.license_id).body
+    assert {s["site"]: (s["allocated"], s["used"]) for s in view["sites"]} == {
+        "example.com": (700, 50),
+        "example.org": (200, 0),
+        "staging.example.com": (100, 0),
+    }
+    assert tab.errors == []
+    assert tab.elsewhere == []  # every request went to the local gateway
