@@ -7,32 +7,77 @@ PORT ?= 3000
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# uv, pinned, in a venv of its own (.venv-tools): it makes .venv from uv.lock and the SAM CLI's
+# environment (.venv-sam) from tools/sam/uv.lock.
+UV_VERSION := 0.13.9
+UV := .venv-tools/bin/uv
+UV_STAMP := .venv-tools/.uv-$(UV_VERSION)
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+# The layer's requirements, exported from uv.lock without what the Lambda runtime provides.
+LAYER_EXPORT := $(UV) export --frozen --no-dev --no-hashes --no-emit-project --quiet \
+  $(foreach package,boto3 botocore s3transfer jmespath urllib3 python-dateutil six,--no-emit-package $(package))
 DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test soak bench audit openapi clean java dynamodb-local
+.PHONY: help setup run test lint lock requirements check-requirements sam soak bench audit openapi clean java chromium dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
-	@echo "make test   run the whole test suite (tests/)"
+	@echo "make test   make lint, then the whole test suite (tests/)"
+	@echo "make lint   ruff, mypy, sam validate --lint, shared/requirements.txt against uv.lock"
+	@echo "make lock   after editing dependencies: update uv.lock (and tools/sam/uv.lock), shared/requirements.txt"
 	@echo "make soak   the model-based test at length (2000 examples of up to 50 steps)"
 	@echo "make bench  print the performance figures next to the goals (also .local/bench.md)"
 	@echo "make audit  reconcile ledger and counters (make run's table; AUDIT_ARGS=license ids)"
 	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
 	@echo "make clean  remove .venv, .local (including local data) and caches"
 
-setup: $(VENV_STAMP) java dynamodb-local
+setup: $(VENV_STAMP) java chromium dynamodb-local
 
-# The project's dependencies (pyproject.toml, with the dev extra) in an editable install: the
-# project itself has no packages to install, so this installs exactly the pinned dependencies.
-$(VENV_STAMP): pyproject.toml
+# uv itself, from PyPI with pip, in its own venv (nothing assumed installed but python3).
+$(UV_STAMP):
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  echo "$(PYTHON) cannot create virtual environments: installing python3-venv"; \
 	  $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	rm -rf .venv-tools
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@touch $@
+
+# Exactly uv.lock (the dev extra included) and the project in an editable install (the
+# ai_credits package of shared/, local/ and the ai-credits command). --locked: fails when
+# pyproject.toml changed without `make lock`.
+$(VENV_STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	$(UV) sync --locked --extra dev --python $(PYTHON) --quiet
+	@touch $@
+
+# The SAM CLI's own environment, from tools/sam/uv.lock.
+sam: $(SAM_STAMP)
+$(SAM_STAMP): tools/sam/pyproject.toml tools/sam/uv.lock $(UV_STAMP)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(SAM_VENV) $(UV) sync --locked --project tools/sam --python $(PYTHON) --quiet
+	@touch $@
+
+# After editing dependencies (pyproject.toml or tools/sam/pyproject.toml).
+lock: $(UV_STAMP)
+	$(UV) lock
+	$(UV) lock --project tools/sam
+	$(MAKE) requirements
+
+requirements: $(UV_STAMP)
+	$(LAYER_EXPORT) > shared/requirements.txt.tmp || { rm -f shared/requirements.txt.tmp; exit 1; }
+	mv shared/requirements.txt.tmp shared/requirements.txt
+
+check-requirements: $(UV_STAMP)
+	@$(LAYER_EXPORT) | diff -u shared/requirements.txt - || { \
+	  echo "shared/requirements.txt is stale against uv.lock: run make requirements"; exit 1; }
+
+lint: $(VENV_STAMP) $(SAM_STAMP) check-requirements
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/mypy
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam validate --lint
 
 # DynamoDB Local needs a Java runtime (17+); installed only when `java` is missing.
 java:
@@ -42,15 +87,23 @@ java:
 	  { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless || \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends default-jre-headless; }; }
 
+# The demo console's browser test (tests/console) drives Debian's Chromium headless through
+# Playwright (never a browser Playwright downloads); installed only when `chromium` is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing it (apt-get)"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
 dynamodb-local: $(DYNAMODB_LOCAL_JAR)
 
 $(DYNAMODB_LOCAL_JAR): | $(VENV_STAMP)
 	$(VENV_PYTHON) -m local.dynamodb_local install
 
-run: setup
+run: $(VENV_STAMP) java dynamodb-local
 	PORT=$(PORT) $(VENV_PYTHON) -m local.run
 
-test: setup
+test: setup lint
 	$(VENV_PYTHON) -m pytest -q
 
 soak: setup
@@ -60,15 +113,13 @@ soak: setup
 bench: setup
 	$(VENV_PYTHON) -m local.bench $(BENCH_ARGS)
 
-# Against make run's DynamoDB Local unless AWS_ENDPOINT_URL_DYNAMODB says otherwise.
+# Against make run's DynamoDB (DynamoDB Local unless AWS_ENDPOINT_URL_DYNAMODB says otherwise).
 audit: $(VENV_STAMP)
-	AWS_ENDPOINT_URL_DYNAMODB=$${AWS_ENDPOINT_URL_DYNAMODB:-http://127.0.0.1:$${DYNAMODB_LOCAL_PORT:-8000}} \
-	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} \
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV_PYTHON) -m local.audit $(AUDIT_ARGS)
+	$(VENV)/bin/ai-credits audit --local $(AUDIT_ARGS)
 
 openapi: $(VENV_STAMP)
 	$(VENV_PYTHON) -m local.openapi
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .hypothesis .aws-sam .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-tools $(SAM_VENV) .local .pytest_cache .hypothesis .aws-sam .mypy_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

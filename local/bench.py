@@ -45,8 +45,6 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
-import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -71,12 +69,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from local import REPO_ROOT
+from local.layer import lay_out, layer_packages
 
 TABLE_NAME = "ai-credits-bench"
-LAYER_CACHE = REPO_ROOT / ".local" / "layer-packages"  # shared with tests/packaging
 MARKDOWN_PATH = REPO_ROOT / ".local" / "bench.md"
-# What the Lambda python runtime provides besides the standard library (as tests/packaging).
-RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 # The goals of the issue.
 GOAL_COLD_RATIO = 1.3  # handler import <= 1.3x the boto3-only process
@@ -223,27 +219,6 @@ def machine() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def layer_packages() -> Path:
-    """The layer's third-party packages, installed once per requirements file (the same cache as
-    tests/packaging/test_lambda_layout.py)."""
-    requirements = REPO_ROOT / "shared" / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    target = LAYER_CACHE / digest
-    if not (target / ".complete").exists():
-        _log(f"installing the layer's packages into {target.relative_to(REPO_ROOT)} (once)")
-        staging = LAYER_CACHE / f"{digest}.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-compile", "--target", str(staging), "-r", str(requirements)],
-            check=True, stdout=sys.stderr,
-        )  # fmt: skip
-        (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return target
-
-
 def _ignored(path: Path) -> bool:
     return "__pycache__" in path.parts or path.name == ".complete" or path.suffix == ".pyc"
 
@@ -277,7 +252,7 @@ def package_size(name: str, files: list[tuple[Path, str]]) -> PackageSize:
 
 
 def layer_files(packages: Path) -> list[tuple[Path, str]]:
-    return _files(packages, "python/") + _files(REPO_ROOT / "shared", "python/")
+    return _files(packages, "python/") + _files(REPO_ROOT / "shared" / "ai_credits", "python/ai_credits/")
 
 
 def largest_in_layer(packages: Path, count: int = 4) -> list[tuple[str, int]]:
@@ -303,21 +278,8 @@ class Layout:
         return f"import sys; sys.path[:0] = {paths!r}"
 
 
-def build_layout(root: Path, specs: list[Any], packages: Path) -> Layout:
-    layer = root / "opt" / "python"
-    shutil.copytree(packages, layer, ignore=shutil.ignore_patterns(".complete"))
-    shutil.copytree(
-        REPO_ROOT / "shared", layer, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    runtime = root / "runtime"
-    runtime.mkdir()
-    for name in RUNTIME_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"{name} is needed to build the runtime copy")
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (runtime / source.name).symlink_to(source)
+def build_layout(root: Path, specs: list[Any]) -> Layout:
+    layer, runtime = lay_out(root, _log)
     tasks = {}
     for spec in specs:
         task = root / "task" / spec.logical_id
@@ -1480,7 +1442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrency = args.concurrency or min(CLIENTS, max(8, 2 * cores))
 
     # 1. Package sizes and the Lambda layout (no DynamoDB needed).
-    packages = layer_packages()
+    packages = layer_packages(_log)
     _log("measuring package sizes")
     layer_size = package_size("layer (RulesLayer)", layer_files(packages))
     function_sizes = [package_size(spec.logical_id, _files(REPO_ROOT / spec.code_uri)) for spec in specs]
@@ -1488,7 +1450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 2. Cold starts, before DynamoDB Local runs (its JVM would add noise).
     with tempfile.TemporaryDirectory(prefix="ai-credits-bench-") as work:
         _log(f"cold starts: {args.rounds} rounds (+1 warm-up) of {len(specs) + 3} processes")
-        layout = build_layout(Path(work), specs, packages)
+        layout = build_layout(Path(work), specs)
         cold = cold_starts(specs, layout, args.rounds)
 
     with contextlib.ExitStack() as stack:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import ActivationRequest, ActivationResponse
-from ai_credits.observability import logger, metrics
+from ai_credits.observability import ACTIVATIONS_PREFIX, logger, metrics, tracer
 
 app = create_app()
 
@@ -32,7 +32,7 @@ def activate(request: Annotated[ActivationRequest, Body()]) -> Response[Activati
     activation = services.activate(request, now())
     if activation.created:
         metrics.add_metric(
-            name=f"Activations_{activation.response.environment}", unit=MetricUnit.Count, value=1
+            name=f"{ACTIVATIONS_PREFIX}{activation.response.environment}", unit=MetricUnit.Count, value=1
         )
     return json_response(201 if activation.created else 200, activation.response.model_dump())
 
@@ -49,6 +49,7 @@ def deactivate() -> Response[None]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

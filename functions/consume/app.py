@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import ConsumeRequest, ConsumeResponse
-from ai_credits.observability import logger, metrics
+from ai_credits.observability import CREDITS_CONSUMED, logger, metrics, tracer
 
 app = create_app()
 
@@ -36,11 +36,12 @@ app = create_app()
 def consume(request: Annotated[ConsumeRequest, Body()]) -> Response[ConsumeResponse]:
     result = services.consume(app.current_event.headers.get("authorization"), request, now())
     if not result.replayed:
-        metrics.add_metric(name="CreditsConsumed", unit=MetricUnit.Count, value=result.consumed)
+        metrics.add_metric(name=CREDITS_CONSUMED, unit=MetricUnit.Count, value=result.consumed)
     return json_response(200, result.model_dump())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
 from ai_credits.models import BalanceResponse
-from ai_credits.observability import logger, metrics
+from ai_credits.observability import logger, metrics, tracer
 
 app = create_app()
 
@@ -37,6 +37,7 @@ def get_balance():  # type: ignore[no-untyped-def]  # unannotated: Powertools wo
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, success
 from ai_credits.models import LicenseId, ProvisionRequest, ProvisionResponse
-from ai_credits.observability import logger, metrics
+from ai_credits.observability import logger, metrics, tracer
 
 app = create_app()
 
@@ -35,6 +35,7 @@ def put_license(
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -3,20 +3,32 @@
 Events: the scheduled one (``{"time": "<scheduled time>", ...}``: "now" is its ``time``), or
 ``{"license_id": "..."}`` (optionally with ``time``) to renew one license. The result lists
 what was renewed, expired, not due and what failed; a failure of one license does not stop
-the others, and any failure also makes the invocation fail loudly in the logs and metrics.
+the others, and any failure also makes the invocation fail loudly in the logs and metrics
+(an error line and ``RenewalFailures`` > 0, which template.yaml's ``RenewalFailuresAlarm``
+watches). An invocation that raises (the table unreachable, a time-out) is retried by Lambda and
+then lands in the renewal dead-letter queue, as does a schedule that could not invoke it.
+The correlation id is the scheduled event's ``id`` (the scheduler's execution id).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits import services
 from ai_credits.api import now as current_time
 from ai_credits.clock import format_timestamp, parse_timestamp
-from ai_credits.observability import logger, metrics
+from ai_credits.observability import (
+    LICENSES_EXPIRED,
+    LICENSES_RENEWED,
+    RENEWAL_FAILURES,
+    logger,
+    metrics,
+    tracer,
+)
 
 
 def _now_of(event: dict[str, Any]) -> str:
@@ -24,16 +36,17 @@ def _now_of(event: dict[str, Any]) -> str:
     return format_timestamp(parse_timestamp(time)) if isinstance(time, str) and time else current_time()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = _now_of(event)
     license_id = event.get("license_id")
     named = [license_id] if isinstance(license_id, str) and license_id else None
     report = services.renew_due(now, named, wall_now=current_time())
-    metrics.add_metric(name="LicensesRenewed", unit=MetricUnit.Count, value=len(report.renewed))
-    metrics.add_metric(name="LicensesExpired", unit=MetricUnit.Count, value=len(report.expired))
-    metrics.add_metric(name="RenewalFailures", unit=MetricUnit.Count, value=len(report.failed))
+    metrics.add_metric(name=LICENSES_RENEWED, unit=MetricUnit.Count, value=len(report.renewed))
+    metrics.add_metric(name=LICENSES_EXPIRED, unit=MetricUnit.Count, value=len(report.expired))
+    metrics.add_metric(name=RENEWAL_FAILURES, unit=MetricUnit.Count, value=len(report.failed))
     result = report.as_dict()
     if report.failed:
         logger.error("renewal failures", extra={"failed": report.failed})

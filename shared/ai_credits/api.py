@@ -2,7 +2,8 @@
 
 Every error leaves as ``application/problem+json`` (RFC 9457) with the contract's ``code``;
 the status comes from the domain exception's class (``ai_credits.errors``), never from
-message text.
+message text. The error table also counts the refusals that are metrics
+(``InsufficientCreditRefusals``: every 402; see ``ai_credits.observability``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.metrics import MetricUnit
 
 from ai_credits.clock import format_timestamp, utc_now
-from ai_credits.errors import DomainError, Unavailable
-from ai_credits.observability import logger
+from ai_credits.errors import DomainError, InsufficientCredits, Unavailable
+from ai_credits.observability import INSUFFICIENT_CREDIT_REFUSALS, logger, metrics
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://ai-credits.dev/problems/"
@@ -54,14 +57,14 @@ _ERROR_STATUS = {
 }
 
 
-def success(model: type[Any] | None, description: str) -> dict[str, Any]:
+def success(model: type[Any] | None, description: str) -> OpenAPIResponse:
     """An OpenAPI success response with its JSON body model (None: no body)."""
     if model is None:
         return {"description": description}
     return {"description": description, "content": {"application/json": {"model": model}}}
 
 
-def error_responses(*codes: str) -> dict[int, dict[str, Any]]:
+def error_responses(*codes: str) -> dict[int, OpenAPIResponse]:
     """OpenAPI responses for the contract's error codes a route can answer (problem+json)."""
     from ai_credits.models import Problem
 
@@ -102,6 +105,8 @@ def strict_json_loads(text: str) -> Any:
 
 
 def _domain_error(error: DomainError) -> Response[Any]:
+    if isinstance(error, InsufficientCredits):
+        metrics.add_metric(name=INSUFFICIENT_CREDIT_REFUSALS, unit=MetricUnit.Count, value=1)
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable) else None
     if error.status >= 500:
         logger.warning("request failed", extra={"code": error.code, "detail": error.detail})

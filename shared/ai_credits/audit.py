@@ -52,9 +52,9 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
             consumed[entry["site"]] += entry["amount"]
         elif entry.get("type") == "expiry":
             accounted.update(entry.get("used", {}))
-    for site in sorted(set(consumed) | set(accounted)):
-        if consumed[site] != accounted[site]:
+    for name in sorted(set(consumed) | set(accounted)):
+        if consumed[name] != accounted[name]:
             problems.append(
-                f"{site}: ledger consumed {consumed[site]} != used over its terms {accounted[site]}"
+                f"{name}: ledger consumed {consumed[name]} != used over its terms {accounted[name]}"
             )
     return problems

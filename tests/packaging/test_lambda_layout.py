@@ -6,12 +6,14 @@ Each function is laid out like the Lambda runtime sees it: its CodeUri contents 
 boto3 and its dependencies). Then a clean interpreter (``-I -S``: no site-packages, no user
 paths, no PYTHONPATH) imports the handler named in template.yaml. A module that exists on a
 developer's machine but not in the deployed package fails here.
+
+Each handler is imported twice: as outside Lambda (tracing off: the X-Ray SDK is not even
+imported) and as in Lambda (``LAMBDA_TASK_ROOT`` set: tracing on, the X-Ray SDK loaded from the
+layer, botocore still off the import path and patched once the DynamoDB client is created).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,40 +23,9 @@ from pathlib import Path
 import pytest
 
 from local import cfn
+from local.layer import RUNTIME_PACKAGES, lay_out
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYER_CACHE = ROOT / ".local" / "layer-packages"
-# What the Lambda python runtime provides besides the standard library.
-RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
-
-
-def _layer_packages() -> Path:
-    """The layer's third-party packages, installed once per requirements file (cached)."""
-    requirements = ROOT / "shared" / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    target = LAYER_CACHE / digest
-    if not (target / ".complete").exists():
-        staging = LAYER_CACHE / f"{digest}.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-compile", "--target", str(staging), "-r", str(requirements)],
-            check=True,
-        )  # fmt: skip
-        (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return target
-
-
-def _link_runtime(runtime: Path) -> None:
-    runtime.mkdir()
-    for name in RUNTIME_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, f"{name} is needed to build the runtime copy"
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (runtime / source.name).symlink_to(source)
 
 
 def _functions():
@@ -64,17 +35,25 @@ def _functions():
 
 @pytest.fixture(scope="module")
 def opt_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("lambda")
-    layer = root / "opt" / "python"
-    shutil.copytree(_layer_packages(), layer, ignore=shutil.ignore_patterns(".complete"))
-    shutil.copytree(ROOT / "shared", layer, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    runtime = root / "runtime"
-    _link_runtime(runtime)
-    return layer, runtime
+    return lay_out(tmp_path_factory.mktemp("lambda"))
 
 
+_TRACING_OFF = """
+assert 'aws_xray_sdk.core' not in sys.modules, 'tracing is off: the X-Ray SDK stays unimported'
+"""
+_TRACING_ON = """
+from ai_credits.observability import tracer
+assert not tracer.disabled and 'aws_xray_sdk.core' in sys.modules, 'tracing is on in Lambda'
+assert 'botocore.client' not in sys.modules, 'botocore is imported by the first request, not at import'
+import boto3, botocore.client
+boto3.client('dynamodb')
+assert getattr(botocore.client, '_xray_enabled', False), 'botocore is patched for X-Ray'
+"""
+
+
+@pytest.mark.parametrize("tracing", ["tracing off", "tracing on"])
 @pytest.mark.parametrize("function", _functions())
-def test_the_handler_imports_from_its_deployed_layout(function, opt_python, tmp_path: Path):
+def test_the_handler_imports_from_its_deployed_layout(function, tracing, opt_python, tmp_path: Path):
     layer, runtime = opt_python
     task = tmp_path / "task"
     shutil.copytree(ROOT / function.code_uri, task, ignore=shutil.ignore_patterns("__pycache__"))
@@ -86,17 +65,27 @@ def test_the_handler_imports_from_its_deployed_layout(function, opt_python, tmp_
         f"assert callable(handler_module.{attribute}), 'handler is not callable'\n"
         "leaked = [name for name in sys.modules if name.split('.')[0] in ('local', 'tests', 'moto', 'pytest')]\n"
         "assert not leaked, leaked\n"
-    )
+    ) + (_TRACING_ON if tracing == "tracing on" else _TRACING_OFF)
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "LANG": "C.UTF-8",
         "AWS_DEFAULT_REGION": "us-east-1",
         **{name: value for name, value in function.environment.items()},
     }
+    if tracing == "tracing on":  # what the Lambda runtime sets
+        environment |= {"LAMBDA_TASK_ROOT": str(task), "AWS_LAMBDA_FUNCTION_NAME": function.logical_id}
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", script], cwd=task, env=environment, capture_output=True, text=True
     )
     assert result.returncode == 0, f"{function.logical_id} does not import as deployed:\n{result.stderr}"
+
+
+def test_the_layer_holds_none_of_the_runtimes_packages(opt_python):
+    """aws-xray-sdk depends on botocore: installed with its dependencies, the layer would carry a
+    second botocore in front of the runtime's, one the runtime's boto3 was not released with."""
+    layer, _ = opt_python
+    present = sorted(name for name in RUNTIME_PACKAGES if (layer / name).exists())
+    assert present == [], f"the layer carries {present}: install shared/requirements.txt with --no-deps"
 
 
 def test_every_function_folder_is_in_the_template():
