@@ -315,10 +315,13 @@ class ColdStarts:
 
 
 def _process_environment(spec: Any) -> dict[str, str]:
-    """A Lambda-like environment: the function's variables, (fake) credentials, nothing else."""
+    """A Lambda-like environment: the function's variables, (fake) credentials, and what the
+    runtime sets that the code looks at (``LAMBDA_TASK_ROOT`` turns tracing on, as in AWS)."""
     return {
         "PATH": os.environ.get("PATH", ""),
         "LANG": "C.UTF-8",
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
         **_FAKE_AWS_ENV,
         "AWS_CONFIG_FILE": _NO_AWS_FILE,
         "AWS_SHARED_CREDENTIALS_FILE": _NO_AWS_FILE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -44,7 +45,6 @@ from ai_credits.models import (
     BalanceSite,
     ConsumeRequest,
     ConsumeResponse,
-    CreditsSite,
     CreditsView,
     LicenseList,
     LicenseListItem,
@@ -95,26 +95,36 @@ def _summary(license_: License, now: str) -> LicenseSummary:
     )
 
 
-def credits_view(license_: License, sites: list[Site], now: str) -> CreditsView:
-    """The *Manage AI Credits* figures: ``allocated`` sums every listed site, active or not."""
-    listed = sorted(sites, key=lambda site: site.site)
+def credits_view(
+    license_: License, sites: list[Site], now: str, applied: Mapping[str, int] | None = None
+) -> CreditsView:
+    """The *Manage AI Credits* figures: ``allocated`` sums every listed site, active or not.
+
+    ``applied``: the allocations written since ``sites`` were read (site -> its new allocation;
+    ``remaining`` follows), so that an Apply answers from its read without copying its sites.
+    """
+    applied = applied or {}
+    rows: list[dict[str, Any]] = []
+    for site in sorted(sites, key=lambda site: site.site):
+        allocated = applied.get(site.site)
+        rows.append(
+            {
+                "site": site.site,
+                "environment": site.environment,
+                "network": site.network,
+                "active": site.active,
+                "allocated": site.allocated if allocated is None else allocated,
+                "used": site.used,
+                "remaining": site.remaining if allocated is None else allocated - site.used,
+                "activated_at": site.activated_at,
+            }
+        )
+    # The rows are validated into CreditsSite models by CreditsView itself (one pass, in pydantic-core).
     return CreditsView(
         **_summary(license_, now).model_dump(exclude={"allocated"}),
-        allocated=sum(site.allocated for site in listed),
+        allocated=sum(row["allocated"] for row in rows),
         needs_allocation=license_.needs_allocation,
-        sites=[
-            CreditsSite(
-                site=site.site,
-                environment=site.environment,
-                network=site.network,
-                active=site.active,
-                allocated=site.allocated,
-                used=site.used,
-                remaining=site.remaining,
-                activated_at=site.activated_at,
-            )
-            for site in listed
-        ],
+        sites=rows,
     )
 
 
@@ -744,14 +754,8 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
             continue
         delta = sum(change.new_allocated - change.old_allocated for change in changes)
         applied = {change.site: change.new_allocated for change in changes}
-        updated_sites = [
-            replace(site, allocated=applied[site.site], remaining=applied[site.site] - site.used)
-            if site.site in applied
-            else site
-            for site in sites
-        ]
         updated = replace(license_, unallocated=license_.unallocated - delta, needs_allocation=False)
-        return credits_view(updated, updated_sites, now)
+        return credits_view(updated, sites, now, applied)
     raise Unavailable("the license is being changed concurrently; retry shortly")
 
 
@@ -812,7 +816,11 @@ def _write_renewal(license_: License, sites: list[Site], now: str) -> None:
         credits_total=license_.credits_per_term,
         unallocated=renewal.unallocated,
         needs_allocation=renewal.needs_allocation,
-        sites={site: replace(entry, used=0) for site, entry in license_.sites.items() if site in active},
+        sites={
+            site: entry if entry.used == 0 else replace(entry, used=0)
+            for site, entry in license_.sites.items()
+            if site in active
+        },
     )
     unused = {site.site: site.remaining for site in active.values()}
     expiry_entry = {

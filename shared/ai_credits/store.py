@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ai_credits.config import settings
 from ai_credits.domain import License, Site, SiteEntry
@@ -100,6 +100,17 @@ def _index_keys(license_: License) -> dict[str, str]:
 
 def to_attribute(value: Any) -> Item:
     """A Python value as a DynamoDB attribute value (only the types this table uses)."""
+    # The exact built-in types first (a Mapping isinstance check is slow): same answers, and a
+    # renewal converts a few hundred values.
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is int:
+        return {"N": str(value)}
+    if kind is bool:
+        return {"BOOL": value}
+    if kind is dict:
+        return {"M": {key: to_attribute(inner) for key, inner in value.items()}}
     if value is None:
         return {"NULL": True}
     if isinstance(value, bool):
@@ -140,40 +151,68 @@ def from_item(item: Item) -> dict[str, Any]:
     return {name: from_attribute(value) for name, value in item.items()}
 
 
+# The readers below take each attribute by the kind this module writes it with (``license_values``,
+# ``site_values``), without ``from_item``: a Query of a license and its 98 sites parses 99 items,
+# and the generic conversion of every attribute was most of a large Apply's own time.
+
+
+# A license's entries are a handful of distinct values (environment, network, active, used): the
+# same immutable SiteEntry serves them all, which halves reading a license of many sites.
+_ENTRIES: dict[tuple[str, bool, bool, str], SiteEntry] = {}
+_MAX_ENTRIES = 4096  # distinct ``used`` of inactive sites: emptied when full
+
+
+def _entry_from_attribute(entry: Item) -> SiteEntry:
+    used = entry.get("used")
+    key = (
+        entry["environment"]["S"],
+        entry["network"]["BOOL"],
+        entry["active"]["BOOL"],
+        used["N"] if used else "0",
+    )
+    found = _ENTRIES.get(key)
+    if found is None:
+        if len(_ENTRIES) >= _MAX_ENTRIES:
+            _ENTRIES.clear()
+        found = _ENTRIES[key] = SiteEntry(environment=key[0], network=key[1], active=key[2], used=int(key[3]))
+    return found
+
+
 def _license_from_item(item: Item) -> License:
-    values = from_item(item)
+    sites = item.get("sites")
+    entries = {site: _entry_from_attribute(entry["M"]) for site, entry in sites["M"].items()} if sites else {}
     return License(
-        license_id=values["license_id"],
-        account_id=values["account_id"],
-        plan=values["plan"],
-        site_limit=values["site_limit"],
-        credits_per_term=values["credits_per_term"],
-        term_months=values["term_months"],
-        term_start=values["term_start"],
-        term_end=values["term_end"],
-        expires_at=values["expires_at"],
-        credits_total=values["credits_total"],
-        unallocated=values["unallocated"],
-        needs_allocation=values["needs_allocation"],
-        key_hash=values["key_hash"],
-        version=values["version"],
-        sites={site: SiteEntry(**entry) for site, entry in values.get("sites", {}).items()},
+        license_id=item["license_id"]["S"],
+        account_id=item["account_id"]["S"],
+        plan=item["plan"]["S"],
+        site_limit=int(item["site_limit"]["N"]),
+        credits_per_term=int(item["credits_per_term"]["N"]),
+        term_months=int(item["term_months"]["N"]),
+        term_start=item["term_start"]["S"],
+        term_end=item["term_end"]["S"],
+        expires_at=item["expires_at"]["S"],
+        credits_total=int(item["credits_total"]["N"]),
+        unallocated=int(item["unallocated"]["N"]),
+        needs_allocation=item["needs_allocation"]["BOOL"],
+        key_hash=item["key_hash"]["S"],
+        version=int(item["version"]["N"]),
+        sites=entries,
     )
 
 
 def _site_from_item(item: Item) -> Site:
-    values = from_item(item)
+    token_hash = item.get("token_hash")
     return Site(
-        license_id=values["license_id"],
-        site=values["site"],
-        environment=values["environment"],
-        network=values["network"],
-        active=values["active"],
-        allocated=values["allocated"],
-        used=values["used"],
-        remaining=values["remaining"],
-        activated_at=values["activated_at"],
-        token_hash=values.get("token_hash"),
+        license_id=item["license_id"]["S"],
+        site=item["site"]["S"],
+        environment=item["environment"]["S"],
+        network=item["network"]["BOOL"],
+        active=item["active"]["BOOL"],
+        allocated=int(item["allocated"]["N"]),
+        used=int(item["used"]["N"]),
+        remaining=int(item["remaining"]["N"]),
+        activated_at=item["activated_at"]["S"],
+        token_hash=from_attribute(token_hash) if token_hash else None,
     )
 
 
@@ -183,6 +222,24 @@ def _entry_values(entry: SiteEntry) -> dict[str, Any]:
         "network": entry.network,
         "active": entry.active,
         "used": entry.used,
+    }
+
+
+def _sites_attribute(sites: Mapping[str, SiteEntry]) -> Item:
+    """``to_attribute`` of the license's ``sites`` map (``_entry_values`` of each entry), built
+    directly: a renewal rewrites the whole map."""
+    return {
+        "M": {
+            site: {
+                "M": {
+                    "environment": {"S": entry.environment},
+                    "network": {"BOOL": entry.network},
+                    "active": {"BOOL": entry.active},
+                    "used": {"N": str(entry.used)},
+                }
+            }
+            for site, entry in sites.items()
+        }
     }
 
 
@@ -258,7 +315,7 @@ def client() -> DynamoDBClient:
         retries={"mode": "standard", "total_max_attempts": 3},
         tcp_keepalive=True,
     )
-    return cast(DynamoDBClient, boto3.client("dynamodb", config=config))
+    return boto3.client("dynamodb", config=config)
 
 
 def reset_clients() -> None:
@@ -387,7 +444,23 @@ def _update(
         operation["ExpressionAttributeNames"] = dict(names)
     if values:
         operation["ExpressionAttributeValues"] = {name: to_attribute(value) for name, value in values.items()}
-    return {"Update": {**operation, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+    operation["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return {"Update": operation}
+
+
+def _update_with_attributes(key: Item, update: str, condition: str, attribute_values: Item) -> Item:
+    """``_update``'s item, its values given as attribute values already: for the loops that build
+    one Update per site (Apply, renewal), where the conversions were most of the cost."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": key,
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": attribute_values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
 
 
 def _put(values: Mapping[str, Any], condition: str) -> Item:
@@ -465,10 +538,11 @@ def get_license_with_sites(license_id: str) -> tuple[License | None, list[Site]]
     license_: License | None = None
     sites: list[Site] = []
     for item in _query_partition(f"LICENSE#{license_id}"):
-        if item["sk"]["S"] == "LICENSE":
-            license_ = _license_from_item(item)
-        elif item["sk"]["S"].startswith("SITE#"):
+        sort_key = item["sk"]["S"]
+        if sort_key.startswith("SITE#"):
             sites.append(_site_from_item(item))
+        elif sort_key == "LICENSE":
+            license_ = _license_from_item(item)
     return license_, sites
 
 
@@ -554,6 +628,42 @@ def _license_update(
     return _update(
         license_key(license_.license_id), "SET " + ", ".join(assignments), condition, names, values
     )
+
+
+# Beyond this many changed entries, a license Update writes the whole ``sites`` map (the
+# expressions stay far below DynamoDB's 4 KB).
+_MAX_ENTRY_CHANGES = 32
+
+
+def _write_entries(
+    license_item: Item, read: Mapping[str, SiteEntry], entries: Mapping[str, SiteEntry]
+) -> None:
+    """Make a license Update of ``_license_update`` (its expression ends with the SET clause; it
+    applies only to the version read, hence to the ``read`` map) leave the ``sites`` map as
+    ``entries``, writing only the entries that change. A renewal usually changes none (active
+    sites' entries hold ``used`` 0 already) and removes the inactive ones."""
+    removed = [site for site in read if site not in entries]
+    changed = [
+        site for site, entry in entries.items() if (old := read.get(site)) is not entry and old != entry
+    ]
+    if not removed and not changed:
+        return
+    update = license_item["Update"]
+    names, values = update["ExpressionAttributeNames"], update["ExpressionAttributeValues"]
+    names["#sites"] = "sites"
+    if len(removed) + len(changed) > _MAX_ENTRY_CHANGES:
+        values[":sites"] = _sites_attribute(entries)
+        update["UpdateExpression"] += ", #sites = :sites"
+        return
+    assignments = []
+    for index, site in enumerate(changed):
+        names[f"#set{index}"] = site
+        values[f":set{index}"] = to_attribute(_entry_values(entries[site]))
+        assignments.append(f", #sites.#set{index} = :set{index}")
+    for index, site in enumerate(removed):
+        names[f"#removed{index}"] = site
+    removals = ", ".join(f"#sites.#removed{index}" for index in range(len(removed)))
+    update["UpdateExpression"] += "".join(assignments) + (f" REMOVE {removals}" if removed else "")
 
 
 def _raise_for_license(cancelled: Cancelled, index: int = 0) -> None:
@@ -909,8 +1019,7 @@ def licenses_of_account(account_id: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-@dataclass(frozen=True, slots=True)
-class AllocationChange:
+class AllocationChange(NamedTuple):  # a tuple: an Apply makes up to 98, a third of a dataclass's cost
     site: str
     old_allocated: int
     new_allocated: int
@@ -951,12 +1060,15 @@ def write_allocations(license_: License, changes: Sequence[AllocationChange], no
         values,
     )
     site_items = [
-        _update(
+        _update_with_attributes(
             site_key(license_.license_id, change.site),
             "SET allocated = :new, remaining = :new - used",
             "active = :true AND allocated = :old AND used <= :new",
-            None,
-            {":new": change.new_allocated, ":old": change.old_allocated, ":true": True},
+            {
+                ":new": {"N": str(change.new_allocated)},
+                ":old": {"N": str(change.old_allocated)},
+                ":true": {"BOOL": True},
+            },
         )
         for change in changes
     ]
@@ -1002,8 +1114,7 @@ def licenses_due(now: str) -> list[str]:
     return due
 
 
-@dataclass(frozen=True, slots=True)
-class RenewedSite:
+class RenewedSite(NamedTuple):  # a tuple, like AllocationChange: one per site of the license
     read: Site
     allocated: int  # the new term's allocation (``used`` restarts at 0)
 
@@ -1021,21 +1132,27 @@ def write_renewal(
     and changes nothing); each site must still show the ``used`` that was read, so the unused
     credits written to the ledger as expired are exact; inactive sites leave the view.
     """
-    values = license_values(renewed)
-    sets = {name: values[name] for name in ("gsi3sk", "term_start", "term_end", "credits_total",
-                                           "unallocated", "needs_allocation", "sites")}  # fmt: skip
-    items = [_license_update(read, sets, now=None)]
+    sets = {
+        "gsi3sk": _index_keys(renewed)["gsi3sk"],
+        "term_start": renewed.term_start,
+        "term_end": renewed.term_end,
+        "credits_total": renewed.credits_total,
+        "unallocated": renewed.unallocated,
+        "needs_allocation": renewed.needs_allocation,
+    }
+    license_item = _license_update(read, sets, now=None)
+    _write_entries(license_item, read.sites, renewed.sites)
+    items = [license_item]
     items.extend(
-        _update(
+        _update_with_attributes(
             site_key(read.license_id, renewed_site.read.site),
             "SET allocated = :allocated, used = :zero, remaining = :allocated REMOVE consume_fence",
             "used = :used AND remaining = :remaining",
-            None,
             {
-                ":allocated": renewed_site.allocated,
-                ":zero": 0,
-                ":used": renewed_site.read.used,
-                ":remaining": renewed_site.read.remaining,
+                ":allocated": {"N": str(renewed_site.allocated)},
+                ":zero": {"N": "0"},
+                ":used": {"N": str(renewed_site.read.used)},
+                ":remaining": {"N": str(renewed_site.read.remaining)},
             },
         )
         for renewed_site in sites

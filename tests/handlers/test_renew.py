@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ai_credits import services, store
+from ai_credits.domain import License, Site, SiteEntry
 from tests.handlers.conftest import renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
@@ -245,3 +246,41 @@ def test_a_renewal_that_keeps_losing_to_consumes_fences_them_and_renews_once(
     assert result["renewed"] == ["lic-busy"]
     assert len(fences) == 1 and fences[0][1] == ["shop.com"]
     assert consume(token, 5).status == 200, "the renewal's write removed the fence"
+
+
+@pytest.mark.parametrize("inactive", [2, 40], ids=["a few entries change", "most entries change"])
+def test_a_renewal_leaves_the_licenses_site_map_with_its_active_sites_at_used_0(table, inactive):
+    # Given a license whose map holds a re-activated site (its entry still holds the credits used
+    # before its deactivation), an active site and inactive sites
+    entries = {
+        "back.com": SiteEntry("live", network=False, active=True, used=30),
+        "kept.com": SiteEntry("staging", network=True, active=True),
+        **{
+            f"gone{n}.com": SiteEntry("staging", network=False, active=False, used=n) for n in range(inactive)
+        },
+    }
+    license_ = License(
+        license_id="lic-map", account_id="acct-1", plan="multi-site", site_limit=5, credits_per_term=1000,
+        term_months=12, term_start="2026-11-01T00:00:00Z", term_end=TERM_END, expires_at=PAID,
+        credits_total=1000, unallocated=900, needs_allocation=False, key_hash="hash-map", version=1,
+        sites=entries,
+    )  # fmt: skip
+    sites = [
+        Site(license_id="lic-map", site=name, environment=entry.environment, network=entry.network,
+             active=entry.active, allocated=50 if entry.active else entry.used, used=20 if entry.active else entry.used,
+             remaining=30 if entry.active else 0, activated_at="2026-11-02T00:00:00Z")
+        for name, entry in entries.items()
+    ]  # fmt: skip
+    store.write_new_license(license_, sites)
+
+    # When its term ends
+    assert renew(_at("2027-11-01T01:00:00Z"))["renewed"] == ["lic-map"]
+
+    # Then the map holds the active sites only, each at used 0, and their site items too
+    renewed, renewed_sites = store.get_license_with_sites("lic-map")
+    assert renewed is not None
+    assert renewed.sites == {
+        "back.com": SiteEntry("live", network=False, active=True),
+        "kept.com": SiteEntry("staging", network=True, active=True),
+    }
+    assert {site.site: site.used for site in renewed_sites} == {"back.com": 0, "kept.com": 0}

@@ -608,3 +608,19 @@ if HAVE_HYPOTHESIS:
         result = classify_environment(key, wp)
         assert result in {"live", "staging", "development"}
         assert result != "live" or wp == "production"
+
+    # Keys that are already canonical skip the parser (site_urls._CANONICAL_HOST): never with
+    # another answer than parsing. Labels from the edge characters (www, 0x, digits, -, _), long
+    # labels around the 63 limit, and text that is not a plain host at all.
+    _key_labels = st.text("awx09_-", max_size=5) | st.text("a", min_size=62, max_size=64)
+    keys = st.lists(_key_labels, min_size=1, max_size=5).map(".".join)
+
+    @given(keys | st.text("aw.x09_-A:/[]", max_size=24) | st.just("a" * 250 + ".com"))
+    def test_property_the_key_short_cut_answers_as_parsing(text: str) -> None:
+        def outcome(normalize: Any) -> str:
+            try:
+                return str(normalize(text))
+            except InvalidSiteUrl:
+                return "invalid"
+
+        assert outcome(normalize_site_url) == outcome(lambda raw: parse_site_url(raw).key)
