@@ -432,14 +432,7 @@ def _show(arguments: argparse.Namespace, out: TextIO) -> int:
     if license_ is None:
         print(f"error: not_found: no license {arguments.license_id!r}", file=sys.stderr)
         return 1
-    view = ProvisionResponse(
-        **services.credits_view(license_, sites, _now(arguments)).model_dump(),
-        account_id=license_.account_id,
-        site_limit=license_.site_limit,
-        credits_per_term=license_.credits_per_term,
-        term_months=license_.term_months,
-        expires_at=license_.expires_at,
-    )
+    view = services.license_view(license_, sites, _now(arguments))
     ledger = _ledger(arguments.license_id)
     if arguments.json:
         _dump({"license": view.model_dump(), "ledger": ledger}, out)

@@ -183,16 +183,20 @@ def provision_license(license_id: str, request: ProvisionRequest, now: str) -> t
             raise LicenseKeyInUse("another license already holds this license key") from None
         license_, sites = store.get_license_with_sites(license_id)
         assert license_ is not None  # written just above; deletes do not exist
-        view = credits_view(license_, sites, now)
-        return created, ProvisionResponse(
-            **view.model_dump(),
-            account_id=license_.account_id,
-            site_limit=license_.site_limit,
-            credits_per_term=license_.credits_per_term,
-            term_months=license_.term_months,
-            expires_at=license_.expires_at,
-        )
+        return created, license_view(license_, sites, now)
     raise Unavailable("the license is being changed concurrently; retry shortly")
+
+
+def license_view(license_: License, sites: list[Site], now: str) -> ProvisionResponse:
+    """Billing's view of a license: the *Manage AI Credits* figures plus the plan's fields."""
+    return ProvisionResponse(
+        **credits_view(license_, sites, now).model_dump(),
+        account_id=license_.account_id,
+        site_limit=license_.site_limit,
+        credits_per_term=license_.credits_per_term,
+        term_months=license_.term_months,
+        expires_at=license_.expires_at,
+    )
 
 
 def _imported_site(license_id: str, site: rules.ImportedSite, allocated: int, now: str) -> Site:

@@ -21,6 +21,7 @@ import pytest
 from cfnlint.api import lint_file
 
 from local import cfn
+from local.layer import RUNTIME_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -87,15 +88,19 @@ def test_cfn_lint_finds_nothing_not_even_a_warning() -> None:
     assert [f"{match.rule.id} {match.message} (line {match.linenumber})" for match in matches] == []
 
 
-def test_sam_validate_lint_passes(sam: Path) -> None:
-    result = subprocess.run(
-        [str(sam), "validate", "--lint", "--template-file", str(TEMPLATE)],
+def _run_sam(sam: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(sam), *arguments, "--template-file", str(TEMPLATE)],
         cwd=ROOT,
         env=_sam_environment(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
+
+
+def test_sam_validate_lint_passes(sam: Path) -> None:
+    result = _run_sam(sam, "validate", "--lint")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
@@ -160,14 +165,7 @@ def test_sam_build_lays_out_every_function_and_the_layer(sam: Path, tmp_path: Pa
     ``app.py``; the layer is ``python/`` with the ``ai_credits`` package and exactly the pinned
     requirements, built for arm64 and python3.12, without the Lambda runtime's own packages."""
     build = tmp_path / "build"
-    result = subprocess.run(
-        [str(sam), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build)],
-        cwd=ROOT,
-        env=_sam_environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run_sam(sam, "build", "--build-dir", str(build))
     assert result.returncode == 0, result.stdout + result.stderr
 
     template = cfn.load_template(TEMPLATE)
@@ -183,6 +181,6 @@ def test_sam_build_lays_out_every_function_and_the_layer(sam: Path, tmp_path: Pa
     installed = {path.name.split("-")[0].lower() for path in layer.glob("*.dist-info")}
     assert installed == pinned
     assert (layer / "ai_credits" / "store.py").is_file()
-    assert not any((layer / name).exists() for name in ("boto3", "botocore", "s3transfer", "urllib3"))
+    assert not any((layer / name).exists() for name in RUNTIME_PACKAGES)
     native = list(layer.glob("pydantic_core/_pydantic_core.*.so"))
     assert [path.name for path in native] == ["_pydantic_core.cpython-312-aarch64-linux-gnu.so"]
