@@ -26,7 +26,18 @@ Decisions beyond the API contract:
   so that normalizing a key again never changes it.
 * Single-label hosts (``intranet``) cannot be public sites, so they count as local.
 * The ``/staging/<digits>`` rule matches the first two path segments, so
-  ``/staging/123/blog`` is a staging copy too.
+  ``/staging/123/blog`` is a staging copy too. The word matches in any ASCII case
+  (``/STAGING/123``), but the key keeps the path's case like every other path: on the
+  Linux hosts that serve these copies ``/Staging/123`` and ``/staging/123`` are different
+  directories, and a staging key never counts against ``site_limit`` anyway.
+* Dot segments (``.`` and ``..``) are resolved as RFC 3986 section 5.2.4
+  (``remove_dot_segments``) says, never above the root, before the trailing slash goes:
+  ``/blog/../shop/.`` is ``/shop``. Percent-encoded dots (``%2E``, ``.%2e``) are left as
+  given, like all percent-encoding (the key never decodes): RFC 3986 and the WHATWG URL
+  standard disagree on them, and keeping them only ever gives a *different* key (one
+  more site), never another site's key or a staging match that is not in the path.
+* The key is at most 255 UTF-8 bytes (a path may keep non-ASCII characters, which take
+  2-4 bytes each); the limit is checked on the key, after normalization.
 """
 
 from __future__ import annotations
@@ -73,6 +84,7 @@ class SiteAddress:
 # --- Parsing limits and tables ---------------------------------------------
 
 MAX_INPUT_LENGTH: Final = 2048
+MAX_KEY_BYTES: Final = 255
 _MAX_HOST_LENGTH: Final = 253
 _MAX_LABEL_LENGTH: Final = 63
 _MAX_PORT_DIGITS: Final = 5
@@ -146,7 +158,8 @@ _HOSTING_STAGING_DOMAINS: Final = frozenset(
 _PANTHEON_DOMAIN: Final = "pantheonsite.io"
 _PANTHEON_NON_LIVE_PREFIXES: Final = ("dev-", "test-")
 # Bluehost/HostGator staging copies live under /staging/<number> of the live host.
-_NUMBERED_STAGING_PATH: Final = re.compile(r"/staging/[0-9]{3,}(?:/|\Z)")
+# ASCII-only case folding: under re.IGNORECASE alone U+017F (long s) would match "s".
+_NUMBERED_STAGING_PATH: Final = re.compile(r"/staging/[0-9]{3,}(?:/|\Z)", re.IGNORECASE | re.ASCII)
 
 
 # --- Public API ---------------------------------------------------------------
@@ -165,11 +178,14 @@ def parse_site_url(raw: str) -> SiteAddress:
     scheme, rest = _split_scheme(text)
     authority, path = _split_authority_and_path(rest)
     host, port_text = _split_host_and_port(authority)
-    return SiteAddress(
+    address = SiteAddress(
         host=host,
         port=_parse_port(port_text, scheme),
         path=_normalize_path(path),
     )
+    if len(address.key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidSiteUrl(f"the normalized site is longer than {MAX_KEY_BYTES} bytes (UTF-8)")
+    return address
 
 
 def classify_environment(site_key: str, wp_environment: WpEnvironment) -> Environment:
@@ -282,10 +298,32 @@ def _parse_port(port_text: str | None, scheme: str | None) -> int | None:
 
 
 def _normalize_path(path: str) -> str:
-    """Keep the path as given (case, percent-encoding) minus trailing slashes."""
+    """Keep the path as given (case, percent-encoding), dot segments resolved, minus
+    trailing slashes."""
     if not _FORBIDDEN_PATH_CHARS.isdisjoint(path):
         raise InvalidSiteUrl("site_url path contains characters not allowed in URLs")
+    if "/." in path:
+        path = _remove_dot_segments(path)
     return path.rstrip("/")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 for an absolute path (``path`` starts with ``/``).
+
+    ``..`` removes the segment before it (an empty one too: ``/a//..`` is ``/a/``) and
+    never climbs above the root; a final ``.`` or ``..`` leaves a trailing slash.
+    """
+    segments = path.split("/")[1:]
+    output: list[str] = []
+    for index, segment in enumerate(segments):
+        if segment == "." or segment == "..":
+            if segment == ".." and output:
+                output.pop()
+            if index == len(segments) - 1:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
 
 
 # --- Hosts ----------------------------------------------------------------------

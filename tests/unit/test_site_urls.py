@@ -103,6 +103,40 @@ NORMALIZED = cases(
     ("given at sign in path then not user info", "example.com/@user", "example.com/@user"),
     ("given semicolon params then kept", "example.com/a;b=c", "example.com/a;b=c"),
     ("given sub-directory multisite then separate site", "https://example.com/site2/", "example.com/site2"),
+    # Dot segments resolved (RFC 3986 remove_dot_segments), then the trailing slash dropped.
+    ("given dot segment then removed", "https://example.com/./blog/", "example.com/blog"),
+    ("given dot-dot segment then parent removed", "https://example.com/a/../blog/", "example.com/blog"),
+    ("given dot-dot above root then stays at root", "example.com/../../blog", "example.com/blog"),
+    ("given trailing dot then removed", "example.com/blog/.", "example.com/blog"),
+    ("given trailing dot-dot then parent removed", "example.com/blog/..", "example.com"),
+    ("given trailing dot-dot of two levels then parent kept", "example.com/a/b/../", "example.com/a"),
+    ("given only a dot segment then empty path", "https://example.com/./", "example.com"),
+    (
+        "given dot-dot after empty segment then empty segment removed",
+        "example.com/a//../b",
+        "example.com/a/b",
+    ),
+    ("given dot segments then query dropped first", "example.com/blog/..?p=/../x", "example.com"),
+    ("given three dots then not a dot segment", "example.com/.../blog", "example.com/.../blog"),
+    (
+        "given dot-prefixed name then not a dot segment",
+        "example.com/.well-known/x",
+        "example.com/.well-known/x",
+    ),
+    ("given dots inside a segment then kept", "example.com/a..b/c.", "example.com/a..b/c."),
+    ("given percent-encoded dots then kept as given", "example.com/%2e%2E/blog", "example.com/%2e%2E/blog"),
+    ("given mixed percent-encoded dot then kept as given", "example.com/.%2e/blog", "example.com/.%2e/blog"),
+    (
+        "given dot segments with port then resolved",
+        "http://example.com:8080/a/./b/../c/",
+        "example.com:8080/a/c",
+    ),
+    # The staging word matches in any case, but the key keeps the path's case.
+    (
+        "given uppercase staging path then case kept",
+        "https://example.com/STAGING/123/",
+        "example.com/STAGING/123",
+    ),
     # IP addresses.
     ("given IPv4 with port then kept", "http://127.0.0.1:8080/", "127.0.0.1:8080"),
     ("given private IPv4 then kept", "192.168.1.10", "192.168.1.10"),
@@ -155,6 +189,11 @@ def test_given_http_on_443_when_key_normalized_again_then_port_is_dropped() -> N
         ),
         ("given default port and none then same site", "https://example.com:443/", "http://example.com"),
         ("given trailing dot and www then same site", "http://www.example.com./", "example.com"),
+        (
+            "given dot segments then same site as resolved path",
+            "example.com/a/./b/../../blog/",
+            "example.com/blog",
+        ),
     ),
 )
 def test_given_two_spellings_when_normalized_then_keys_match(one: str, other: str) -> None:
@@ -168,6 +207,12 @@ def test_given_two_spellings_when_normalized_then_keys_match(one: str, other: st
         ("given path case differs then different site", "example.com/Blog", "example.com/blog"),
         ("given non-default port then different site", "example.com:8080", "example.com"),
         ("given subdomain then different site", "shop.example.com", "example.com"),
+        ("given percent-encoded dot-dot then not resolved", "example.com/x/%2e%2e/blog", "example.com/blog"),
+        (
+            "given staging path case differs then different site",
+            "example.com/Staging/123",
+            "example.com/staging/123",
+        ),
     ),
 )
 def test_given_distinct_sites_when_normalized_then_keys_differ(one: str, other: str) -> None:
@@ -263,6 +308,7 @@ REJECTED = cases(
     ("given numeric TLD then rejected", "example.123"),
     # Size.
     ("given input over 2048 chars then rejected", "example.com/" + "a" * 2048),
+    ("given normalized site over 255 bytes then rejected", "https://example.com/" + "a" * 300),
 )
 
 
@@ -288,8 +334,80 @@ def test_given_non_string_when_parsed_then_invalid_site_url(raw: object) -> None
 
 
 def test_given_input_of_exactly_2048_chars_when_normalized_then_accepted() -> None:
-    raw = "example.com/" + "a" * (2048 - len("example.com/"))
-    assert normalize_site_url(raw) == raw
+    # The input may be 2048 characters; the key it normalizes to must fit 255 bytes (below).
+    raw = "example.com/blog?q=" + "a" * (2048 - len("example.com/blog?q="))
+    assert len(raw) == 2048
+    assert normalize_site_url(raw) == "example.com/blog"
+
+
+# The normalized site is at most 255 UTF-8 bytes: "example.com/" is 12 bytes, so the rest of the
+# path has 243. Non-ASCII path characters count their UTF-8 bytes, not 1.
+KEY_PREFIX = "example.com/"
+KEY_SIZES = cases(
+    ("given 255 ASCII bytes then accepted", KEY_PREFIX + "a" * 243, 255),
+    ("given 256 ASCII bytes then rejected", KEY_PREFIX + "a" * 244, 256),
+    ("given 255 bytes of 2-byte characters then accepted", KEY_PREFIX + "é" * 121 + "a", 255),
+    ("given 256 bytes of 2-byte characters then rejected", KEY_PREFIX + "é" * 122, 256),
+    ("given 255 bytes of 4-byte characters then accepted", KEY_PREFIX + "😀" * 60 + "abc", 255),
+    ("given 256 bytes of 4-byte characters then rejected", KEY_PREFIX + "😀" * 61, 256),
+    ("given 3-byte character crossing 255 then rejected", KEY_PREFIX + "a" * 241 + "€", 256),
+    (
+        "given 255-byte host and port then accepted",
+        ".".join(["a" * 63] * 3 + ["b" * 57]) + ":65535",
+        255,
+    ),
+    (
+        "given 256-byte host and port then rejected",
+        ".".join(["a" * 63] * 3 + ["b" * 58]) + ":65535",
+        256,
+    ),
+)
+
+
+@pytest.mark.parametrize(("site_key", "size"), KEY_SIZES)
+def test_given_key_size_when_normalized_then_accepted_up_to_255_bytes(site_key: str, size: int) -> None:
+    assert len(site_key.encode("utf-8")) == size
+    if size <= 255:
+        assert normalize_site_url(site_key) == site_key
+        assert parse_site_url(site_key).key == site_key
+    else:
+        with pytest.raises(InvalidSiteUrl, match="255 bytes"):
+            normalize_site_url(site_key)
+        with pytest.raises(InvalidSiteUrl, match="255 bytes"):
+            parse_site_url(site_key)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_key"),
+    cases(
+        (
+            "given long raw URL that normalizes to 255 bytes then accepted",
+            "HTTPS://WWW.Example.com:443/" + "a" * 243 + "/?q=" + "x" * 500 + "#frag",
+            KEY_PREFIX + "a" * 243,
+        ),
+        (
+            "given dot segments that bring the key down to 255 bytes then accepted",
+            KEY_PREFIX + "x" * 100 + "/../" + "a" * 243,
+            KEY_PREFIX + "a" * 243,
+        ),
+        (
+            "given unicode host whose punycode key is 255 bytes then accepted",
+            "bücher." + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "/" + "d" * 49,
+            "xn--bcher-kva." + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "/" + "d" * 49,
+        ),
+    ),
+)
+def test_given_long_input_when_key_is_255_bytes_then_accepted(raw: str, expected_key: str) -> None:
+    assert len(expected_key.encode("utf-8")) == 255
+    assert normalize_site_url(raw) == expected_key
+
+
+def test_given_unicode_host_whose_punycode_key_is_256_bytes_when_normalized_then_rejected() -> None:
+    # 250 UTF-8 bytes as sent, 256 once the host is punycode.
+    raw = "bücher." + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "/" + "d" * 50
+    assert len(raw.encode("utf-8")) == 250
+    with pytest.raises(InvalidSiteUrl, match="255 bytes"):
+        normalize_site_url(raw)
 
 
 def test_given_253_char_host_when_normalized_then_accepted() -> None:
@@ -371,6 +489,10 @@ LIVE_IN_PRODUCTION = cases(
     ("given staging path with letters then live", "example.com/staging/abc"),
     ("given staging number not first segment then live", "example.com/blog/staging/123"),
     ("given staging word inside path segment then live", "example.com/stagingarea/123"),
+    ("given staging path resolved away by dot-dot then live", "example.com/staging/123/.."),
+    ("given staging path resolved to a sibling then live", "example.com/staging/123/../../blog"),
+    ("given non-ASCII long s in staging then live (ASCII case only)", "example.com/\u017ftaging/123"),
+    ("given percent-encoded staging number then live", "example.com/staging/%31%32%33"),
     ("given sub-directory path then live", "example.com/blog"),
     ("given non-default port then live", "example.com:8443"),
     ("given IDN domain then live", "https://Bücher.example.de/"),
@@ -432,6 +554,11 @@ STAGING_IN_PRODUCTION = cases(
     ("given staging path with three digits then staging", "example.com/staging/123"),
     ("given staging path with four digits and slash then staging", "https://example.com/staging/4567/"),
     ("given staging path with deeper segments then staging", "example.com/staging/123/blog"),
+    ("given uppercase staging path then staging", "https://example.com/STAGING/123/"),
+    ("given capitalized staging path then staging", "example.com/Staging/4567"),
+    ("given mixed case staging path with deeper segments then staging", "example.com/sTaGiNg/123/blog"),
+    ("given staging path after dot segment then staging", "example.com/./staging/123"),
+    ("given staging path after dot-dot then staging", "example.com/blog/../staging/123/"),
 )
 
 
