@@ -21,6 +21,14 @@ at ``/`` (the help article's *Manage AI Credits* and *Manage Plan* screens, stat
 ``local/console/``) with the credentials of a demo license at ``/local/demo`` (see
 :class:`ConsoleDemo`; ``make run`` provisions the demo).
 
+It listens on a loopback address only (:func:`build_gateway` refuses any other). Against DNS
+rebinding, the routes it serves besides the template's (``/local/...``, the Lambda Invoke API,
+``/``, ``/docs``, ``/openapi.json``) answer ``403`` ``forbidden`` to a request whose ``Host`` is not
+a loopback name (:func:`local.loopback.is_loopback_host`). The template's routes do not look at
+``Host``, as in AWS: they carry their own credentials, and curl, the plugin or a proxy may name the
+server as they like. (Their local credentials have well-known defaults: set ``LOCAL_JWT_SECRET``
+and ``LOCAL_ADMIN_TOKEN`` when the local data matters.)
+
 Everything is logged to stderr through the ``local.gateway`` logger: one access line per request
 (method, path without query string, status, duration) and handler tracebacks; never headers or
 bodies, which carry license keys and tokens.
@@ -57,9 +65,13 @@ import jwt
 
 from local import REPO_ROOT
 from local.cfn import DEFAULT_LOCAL_TABLE, LOCAL_ACCOUNT_ID, FunctionSpec, RouteSpec, functions
+from local.loopback import is_loopback_address, is_loopback_host
 from local.tokens import (
     ADMIN_TOKEN_ENV,
+    BILLING_ROLE_ARN_ENV,
+    BILLING_ROLE_PARAMETER,
     DEFAULT_ADMIN_TOKEN,
+    DEFAULT_BILLING_ROLE_ARN,
     DEFAULT_JWT_SECRET,
     JWT_AUDIENCE_ENV,
     JWT_ISSUER_ENV,
@@ -114,20 +126,24 @@ class GatewaySettings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     admin_token: str = DEFAULT_ADMIN_TOKEN
+    #: The IAM role billing assumes; the admin token stands for a session of it, and the functions
+    #: get it as ``BILLING_ROLE_ARN`` (template parameter ``BillingRoleArn``).
+    billing_role_arn: str = DEFAULT_BILLING_ROLE_ARN
     max_body_bytes: int = MAX_BODY_BYTES
     #: ``iat`` may be this far in the future (clock skew between token issuer and gateway).
     iat_leeway_seconds: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        """Settings from ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER`` and
-        ``LOCAL_ADMIN_TOKEN`` (documented defaults when unset)."""
+        """Settings from ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER``,
+        ``LOCAL_ADMIN_TOKEN`` and ``BILLING_ROLE_ARN`` (documented defaults when unset)."""
         env = os.environ if environ is None else environ
         return cls(
             jwt_secret=env.get(JWT_SECRET_ENV) or DEFAULT_JWT_SECRET,
             jwt_audience=env.get(JWT_AUDIENCE_ENV) or None,
             jwt_issuer=env.get(JWT_ISSUER_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or DEFAULT_ADMIN_TOKEN,
+            billing_role_arn=env.get(BILLING_ROLE_ARN_ENV) or DEFAULT_BILLING_ROLE_ARN,
         )
 
     def portal_token(self, sub: str) -> str:
@@ -513,22 +529,39 @@ def _jwt_authorizer(authorization: str | None, settings: GatewaySettings) -> dic
     return {"jwt": {"claims": {name: _claim_string(value) for name, value in claims.items()}, "scopes": None}}
 
 
+_LOCAL_ROLE_ID = "AROALOCALBILLINGROLE"  # the unique id IAM would give the role (AROA...)
+_LOCAL_SESSION = "local-admin"
+
+
 def _iam_authorizer(authorization: str | None, settings: GatewaySettings) -> dict[str, Any]:
-    """The local stand-in for SigV4: the admin token, compared in constant time."""
+    """The local stand-in for SigV4: the admin token, compared in constant time. The caller is a
+    session of the billing role, as API Gateway describes an assumed role's request."""
     token = _bearer_token(authorization)
     if not hmac.compare_digest(token.encode("utf-8"), settings.admin_token.encode("utf-8")):
         raise _Unauthorized("The admin token is not valid.")
     return {
         "iam": {
-            "accessKey": "LOCAL",
+            "accessKey": "ASIALOCAL",
             "accountId": LOCAL_ACCOUNT_ID,
-            "callerId": "local-admin",
+            "callerId": f"{_LOCAL_ROLE_ID}:{_LOCAL_SESSION}",
             "cognitoIdentity": None,
             "principalOrgId": None,
-            "userArn": f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:user/local-admin",
-            "userId": "local-admin",
+            "userArn": _assumed_role_arn(settings.billing_role_arn, _LOCAL_SESSION),
+            "userId": f"{_LOCAL_ROLE_ID}:{_LOCAL_SESSION}",
         }
     }
+
+
+def _assumed_role_arn(role_arn: str, session: str) -> str:
+    """The ARN of a session of ``arn:aws:iam::<account>:role/<path/><name>``:
+    ``arn:aws:sts::<account>:assumed-role/<name>/<session>`` (without the role's path). Anything
+    else is kept as it is (and refused by the function)."""
+    found = re.fullmatch(
+        r"arn:(?P<partition>[^:]+):iam::(?P<account>[0-9]+):role/(?:.*/)?(?P<name>[^/]+)", role_arn
+    )
+    if found is None:
+        return role_arn
+    return f"arn:{found['partition']}:sts::{found['account']}:assumed-role/{found['name']}/{session}"
 
 
 def problem(status: int, detail: str, code: str, **members: Any) -> bytes:
@@ -836,9 +869,6 @@ _CONSOLE_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
 )
-# A page of another site whose DNS name is rebound to 127.0.0.1 sends its own name as Host: it
-# must not read the demo's credentials.
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
 @dataclass(frozen=True)
@@ -1069,6 +1099,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        if self._local_only(raw_path) and not self._host_is_loopback():
+            detail = (
+                "This local-only route answers requests for a loopback Host only "
+                "(localhost, 127.0.0.1 or [::1], with the port)."
+            )
+            self._problem(403, detail, "forbidden")
+            return
         if (
             self.command in ("GET", "HEAD")
             and raw_path in _DOCS
@@ -1136,13 +1173,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         self._send(status, [*headers, ("apigw-requestid", request_id)], response_body, content_type=None)
 
+    def _local_only(self, raw_path: str) -> bool:
+        """Whether ``raw_path`` is a route of this gateway rather than of the template: ``/local/...``
+        (whatever follows), the Lambda Invoke API, the console page and the docs."""
+        if any(path == "/local" or path.startswith("/local/") for path in (raw_path, unquote(raw_path))):
+            return True
+        if _INVOKE_PATH.match(raw_path):
+            return True
+        own_pages = raw_path in _DOCS or raw_path in _CONSOLE_FILES
+        return own_pages and self.server.match("GET", raw_path) is None
+
+    def _host_is_loopback(self) -> bool:
+        """Exactly one ``Host`` header, naming the loopback (DNS-rebinding protection)."""
+        hosts = self.headers.get_all("Host") or []
+        return len(hosts) == 1 and is_loopback_host(hosts[0])
+
     def _console_demo(self, body: bytes) -> None:
-        """``GET /local/demo``: the demo's credentials for the console; ``PUT``: register the demo."""
+        """``GET /local/demo``: the demo's credentials for the console; ``PUT``: register the demo.
+        Both for a loopback ``Host`` only (checked by ``_dispatch``)."""
         if self.command in ("GET", "HEAD"):
-            if _host_name(self.headers.get("Host", "")) not in _LOOPBACK_HOSTS:
-                detail = "The demo's credentials are served to http://127.0.0.1 or http://localhost only."
-                self._problem(403, detail, "forbidden")
-                return
             demo = self.server.console_demo
             if demo is None:
                 detail = "No demo license is registered: make run provisions one (PUT /local/demo)."
@@ -1256,15 +1305,21 @@ def build_gateway(
 ) -> GatewayServer:
     """Load every function of ``template`` and bind the gateway to ``host:port`` (0 = any free port).
 
-    ``base_dir`` is the folder ``CodeUri``/``ContentUri`` are relative to (the template's folder);
-    ``table_name`` is what ``!Ref <the table>`` becomes (default env ``TABLE_NAME``, else
-    ``ai-credits-local``); ``settings`` default to :meth:`GatewaySettings.from_env`. The server is
-    bound but not serving: call :func:`serve_forever` or ``server.serve_forever()`` in a thread.
+    ``host`` must be an IPv4 loopback address (127.x.y.z): the local server is never reachable from
+    another machine. ``base_dir`` is the folder ``CodeUri``/``ContentUri`` are relative to (the
+    template's folder); ``table_name`` is what ``!Ref <the table>`` becomes (default env
+    ``TABLE_NAME``, else ``ai-credits-local``); ``settings`` default to
+    :meth:`GatewaySettings.from_env`. The template parameter ``BillingRoleArn`` is
+    ``settings.billing_role_arn`` unless ``parameter_overrides`` name it. The server is bound but
+    not serving: call :func:`serve_forever` or ``server.serve_forever()`` in a thread.
     """
+    if not (is_loopback_address(host) and "." in host):
+        raise GatewayConfigError(f"the local gateway listens on an IPv4 loopback address only, not {host!r}")
     settings = settings or GatewaySettings.from_env()
     concurrency = concurrency or int(os.environ.get("LOCAL_LAMBDA_CONCURRENCY", DEFAULT_CONCURRENCY))
     table_name = table_name or os.environ.get("TABLE_NAME") or DEFAULT_LOCAL_TABLE
-    specs = functions(template, table_name=table_name, parameter_overrides=parameter_overrides)
+    overrides = {BILLING_ROLE_PARAMETER: settings.billing_role_arn, **(parameter_overrides or {})}
+    specs = functions(template, table_name=table_name, parameter_overrides=overrides)
     loaded = load_functions(specs, base_dir)
     routes: list[_Route] = []
     seen: dict[str, str] = {}
@@ -1312,6 +1367,9 @@ def describe(server: GatewayServer) -> str:
     if settings.jwt_audience or settings.jwt_issuer:
         lines.append(f"         checked too: ${JWT_AUDIENCE_ENV}, ${JWT_ISSUER_ENV}")
     lines.append(f"  [iam]  Authorization: Bearer ${ADMIN_TOKEN_ENV} ({admin_note})")
+    lines.append(
+        f"         a session of the billing role {settings.billing_role_arn} (${BILLING_ROLE_ARN_ENV})"
+    )
     lines += ["", f"Demo console: {base}/  (Manage AI Credits and Manage Plan; local only)"]
     demo = server.console_demo
     if demo is None:

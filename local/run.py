@@ -2,13 +2,15 @@
 
 Environment (all optional):
 
-- ``PORT`` (3000): the gateway's port on 127.0.0.1.
+- ``PORT`` (3000): the gateway's port on 127.0.0.1 (it listens there only; its local-only routes
+  answer a loopback ``Host`` only: see :mod:`local.loopback`).
 - ``TABLE_NAME`` (``ai-credits-local``): the table the functions use.
 - ``AWS_ENDPOINT_URL_DYNAMODB``: use that DynamoDB instead of starting DynamoDB Local.
 - ``DYNAMODB_LOCAL_PORT`` (8000): where DynamoDB Local listens; its data lives in
   ``.local/dynamodb-data/`` and survives restarts (``make clean`` deletes it).
-- ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER``, ``LOCAL_ADMIN_TOKEN``: see
-  :mod:`local.tokens`.
+- ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER``, ``LOCAL_ADMIN_TOKEN``,
+  ``BILLING_ROLE_ARN`` (the role the admin token stands for, given to the functions as the template
+  parameter ``BillingRoleArn``): see :mod:`local.tokens`.
 - ``LOCAL_DEMO`` (1): ``0`` skips the demo license of the console.
 
 Extension point: functions appended to :data:`ON_READY` are called with the gateway once the table
@@ -49,6 +51,7 @@ from local.gateway import (
     build_gateway,
     serve_forever,
 )
+from local.tokens import BILLING_ROLE_ARN_ENV, DEFAULT_BILLING_ROLE_ARN
 
 __all__ = ["DEMO", "ON_READY", "DemoError", "DemoLicense", "main", "provision_demo", "serve_demo"]
 
@@ -261,6 +264,9 @@ def main(
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found credentials in environment..."
     for name, value in _FAKE_AWS_ENV.items():
         os.environ.setdefault(name, value)
+    # The billing role the admin token stands for; build_gateway hands it to the functions as the
+    # template's BillingRoleArn (GatewaySettings.from_env reads it back).
+    os.environ.setdefault(BILLING_ROLE_ARN_ENV, DEFAULT_BILLING_ROLE_ARN)
     table_name = os.environ.setdefault("TABLE_NAME", DEFAULT_LOCAL_TABLE)
     port = int(os.environ.get("PORT", "3000"))
     signal.signal(signal.SIGTERM, _raise_stop)

@@ -1,9 +1,11 @@
 """The local stand-ins for the portal's JWTs and the billing system's IAM credentials.
 
 In AWS, API Gateway checks the portal's JWTs (JWT authorizer) and the billing system's SigV4
-signatures (IAM). Locally, :mod:`local.gateway` accepts HS256 tokens signed with
-``LOCAL_JWT_SECRET`` and a shared ``LOCAL_ADMIN_TOKEN``; both have well-known defaults that are only
-good on a developer's machine.
+signatures (IAM), and the provision function accepts only a session of the billing role
+(``BILLING_ROLE_ARN``). Locally, :mod:`local.gateway` accepts HS256 tokens signed with
+``LOCAL_JWT_SECRET`` and a shared ``LOCAL_ADMIN_TOKEN``, which stands for a session of
+``BILLING_ROLE_ARN`` (default :data:`DEFAULT_BILLING_ROLE_ARN`, also what the functions get); all
+have well-known defaults that are only good on a developer's machine.
 
 ``python -m local.tokens ACCOUNT_ID`` prints a portal token for that account (valid one hour).
 """
@@ -18,9 +20,14 @@ from typing import Any
 
 import jwt
 
+from local.cfn import LOCAL_ACCOUNT_ID
+
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "BILLING_ROLE_ARN_ENV",
+    "BILLING_ROLE_PARAMETER",
     "DEFAULT_ADMIN_TOKEN",
+    "DEFAULT_BILLING_ROLE_ARN",
     "DEFAULT_JWT_SECRET",
     "JWT_AUDIENCE_ENV",
     "JWT_ISSUER_ENV",
@@ -34,6 +41,11 @@ JWT_ISSUER_ENV = "LOCAL_JWT_ISSUER"
 ADMIN_TOKEN_ENV = "LOCAL_ADMIN_TOKEN"
 DEFAULT_JWT_SECRET = "local-dev-secret-not-for-production"  # documented dev default
 DEFAULT_ADMIN_TOKEN = "local-admin-token"  # documented dev default
+#: The functions' variable and the template's parameter that name the billing role.
+BILLING_ROLE_ARN_ENV = "BILLING_ROLE_ARN"
+BILLING_ROLE_PARAMETER = "BillingRoleArn"
+#: The billing role of local runs and tests (in the local account, AWS's documentation account).
+DEFAULT_BILLING_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/ai-credits-billing"
 
 
 def make_portal_token(

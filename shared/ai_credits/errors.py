@@ -39,6 +39,12 @@ class LicenseExpired(DomainError):
     status, code, title = 403, "license_expired", "License expired"
 
 
+class Forbidden(DomainError):
+    """Authenticated, but not allowed: an admin route called by another principal than billing's role."""
+
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
 class NotFound(DomainError):
     status, code, title = 404, "not_found", "Not found"
 

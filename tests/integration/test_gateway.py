@@ -539,15 +539,17 @@ def test_admin_route_takes_the_admin_token(server: GatewayServer) -> None:
     event = echoed(reply)["event"]
     assert event["routeKey"] == "PUT /v1/admin/things/{thing_id}"
     assert event["pathParameters"] == {"thing_id": "t-1"}
+    # A session of the billing role (DEFAULT_BILLING_ROLE_ARN), as API Gateway describes an
+    # assumed role's SigV4 request.
     assert event["requestContext"]["authorizer"] == {
         "iam": {
-            "accessKey": "LOCAL",
+            "accessKey": "ASIALOCAL",
             "accountId": "123456789012",
-            "callerId": "local-admin",
+            "callerId": "AROALOCALBILLINGROLE:local-admin",
             "cognitoIdentity": None,
             "principalOrgId": None,
-            "userArn": "arn:aws:iam::123456789012:user/local-admin",
-            "userId": "local-admin",
+            "userArn": "arn:aws:sts::123456789012:assumed-role/ai-credits-billing/local-admin",
+            "userId": "AROALOCALBILLINGROLE:local-admin",
         }
     }
 
