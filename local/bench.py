@@ -70,6 +70,7 @@ from typing import Any, ClassVar
 
 from local import REPO_ROOT
 from local.layer import lay_out, layer_packages
+from local.tokens import BILLING_ROLE_PARAMETER, DEFAULT_BILLING_ROLE_ARN
 
 TABLE_NAME = "ai-credits-bench"
 MARKDOWN_PATH = REPO_ROOT / ".local" / "bench.md"
@@ -87,6 +88,8 @@ _FAKE_AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
+    # The billing role the admin routes accept: events/provision.json is a session of it.
+    "BILLING_ROLE_ARN": DEFAULT_BILLING_ROLE_ARN,
 }
 _REMOVED_ENV = (
     "AWS_PROFILE",
@@ -628,7 +631,10 @@ class Scenarios:
         self.now = dt.datetime.now(dt.UTC)
         consume = "consume: 1 request (≤ 4 WCU, items under 1 KB)"
         balance, activate = "balance: 1 request", "activate: ≤ 2 requests"
-        apply, renew = "allocate: ≤ 2 requests (up to 98 sites)", "renew: ≤ 2 requests per license"
+        apply, renew = (
+            "allocate: ≤ 2 requests (up to 98 sites)",
+            "renew: 3 + ⌈sites/99⌉ + 1 requests per license",
+        )
         operations = [
             Operation("consume (charged)", 200, consume, 1, 4),
             # The first consume of a site in an execution environment reads before its charge.
@@ -642,8 +648,9 @@ class Scenarios:
             Operation("deactivate", 204),
             Operation("apply (2 sites)", 200, apply, 2),
             Operation("apply (98 sites)", 200, apply, 2),
-            Operation("renew (1 site)", 0, renew, 2),
-            Operation("renew (97 sites)", 0, renew, 2),
+            Operation("renew (1 site)", 0, renew, 5),
+            Operation("renew (97 sites)", 0, renew, 5),
+            Operation("renew (1,000 sites)", 0, renew, 3 + 11 + 1),
             Operation("provision (new license)", 201),
         ]
         self.operations = {operation.label: operation for operation in operations}
@@ -798,7 +805,11 @@ class Scenarios:
             "apply (2 sites)": self.apply_license(2),
             "apply (98 sites)": self.apply_license(98),
         }
-        renewals = {"renew (1 site)": self.renew_license(1), "renew (97 sites)": self.renew_license(97)}
+        renewals = {
+            "renew (1 site)": self.renew_license(1),
+            "renew (97 sites)": self.renew_license(97),
+            "renew (1,000 sites)": self.renew_license(1000),
+        }
         applied: dict[str, int] = {}  # the value each Apply license's sites hold now
         abandoned = 0
         heavy_every = max(1, iterations // max(1, heavy_iterations))
@@ -807,7 +818,7 @@ class Scenarios:
             heavy = index < 0 or index % heavy_every == 0
             labels = ["apply (2 sites)", "renew (1 site)"]
             if heavy:
-                labels += ["apply (98 sites)", "renew (97 sites)"]
+                labels += ["apply (98 sites)", "renew (97 sites)", "renew (1,000 sites)"]
             steps: list[tuple[str, Callable[[], None]]] = [
                 ("lifecycle", partial(self.lifecycle, index + warmup))
             ]
@@ -935,14 +946,14 @@ class _ServiceClients:
         self._run = uuid.uuid4().hex[:6]
 
     def __call__(self, thread: int, number: int) -> str:
-        from ai_credits import services
         from ai_credits.api import now
         from ai_credits.errors import DomainError
         from ai_credits.models import ConsumeRequest
+        from ai_credits.services import plugin
 
         request = ConsumeRequest(amount=1, request_id=f"s{self._run}-{thread}-{number}")
         try:
-            services.consume(self._authorization, request, now())
+            plugin.consume(self._authorization, request, now())
         except DomainError as error:
             return error.code
         return "ok"
@@ -1438,7 +1449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     info = machine()
     template = load_template()
-    specs = functions(template, table_name=TABLE_NAME)
+    specs = functions(
+        template,
+        table_name=TABLE_NAME,
+        parameter_overrides={BILLING_ROLE_PARAMETER: DEFAULT_BILLING_ROLE_ARN},
+    )
     goals = Goals()
     sections: list[Section] = []
     cores = int(info["cores"])

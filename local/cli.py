@@ -29,10 +29,11 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ai_credits import services, store
+from ai_credits import store
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp, utc_now
 from ai_credits.errors import DomainError
 from ai_credits.models import ProvisionRequest, ProvisionResponse
+from ai_credits.services import billing, operator, renewal, views
 
 #: ``--local``: the DynamoDB and table of ``make run`` (local/run.py, local/cfn.py).
 LOCAL_TABLE = "ai-credits-local"
@@ -338,6 +339,10 @@ def _print_ledger(entries: list[dict[str, Any]], out: TextIO) -> None:
                     detail,
                 ]
             )
+        elif entry.get("type") == "expiry_sites":  # a batch of sites a renewal moved on
+            expired = sum(entry.get("sites", {}).values())
+            detail = f"term {entry.get('term_start')}, {len(entry.get('used', {}))} site(s)"
+            rows.append([entry.get("type"), entry.get("at"), None, None, expired, detail])
         else:
             term = f"{entry.get('term_start')} .. {entry.get('term_end')}"
             detail = f"term {term}, unallocated {entry.get('unallocated')}"
@@ -397,7 +402,7 @@ def _provision(arguments: argparse.Namespace, stdin: TextIO, out: TextIO) -> int
     if activations:
         body["activations"] = activations
     request = _validated(body)
-    created, view = services.provision_license(arguments.license_id, request, format_timestamp(utc_now()))
+    created, view = billing.provision_license(arguments.license_id, request, format_timestamp(utc_now()))
     shown_key = license_key if arguments.generate_key else None
     if arguments.json:
         answer: dict[str, Any] = {"created": created, "license": view.model_dump()}
@@ -432,7 +437,7 @@ def _show(arguments: argparse.Namespace, out: TextIO) -> int:
     if license_ is None:
         print(f"error: not_found: no license {arguments.license_id!r}", file=sys.stderr)
         return 1
-    view = services.license_view(license_, sites, _now(arguments))
+    view = views.license_view(license_, sites, _now(arguments))
     ledger = _ledger(arguments.license_id)
     if arguments.json:
         _dump({"license": view.model_dump(), "ledger": ledger}, out)
@@ -443,7 +448,7 @@ def _show(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _renew(arguments: argparse.Namespace, out: TextIO) -> int:
-    report = services.renew_due(
+    report = renewal.renew_due(
         _now(arguments), arguments.license_ids or None, wall_now=format_timestamp(utc_now())
     )
     if arguments.json:
@@ -460,7 +465,7 @@ def _renew(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _audit(arguments: argparse.Namespace, table: str, out: TextIO) -> int:
-    drift = services.audit(arguments.license_ids or None)
+    drift = operator.audit(arguments.license_ids or None)
     if arguments.json:
         _dump({"table": table, "drift": drift}, out)
     else:

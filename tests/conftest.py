@@ -36,7 +36,7 @@ import pytest
 from local.cfn import ensure_table, load_template
 from local.dynamodb_local import ensure_installed, free_port, start
 from local.gateway import GatewaySettings, build_gateway
-from local.tokens import make_portal_token
+from local.tokens import DEFAULT_BILLING_ROLE_ARN, make_portal_token
 
 TESTS_DIR = Path(__file__).resolve().parent
 TEST_TABLE_NAME = "ai-credits-test"
@@ -52,6 +52,9 @@ FAKE_AWS_ENV = {
     "POWERTOOLS_TRACE_DISABLED": "1",
     "POWERTOOLS_METRICS_NAMESPACE": "AICredits",
     "POWERTOOLS_SERVICE_NAME": "ai-credits",
+    # The billing role the admin routes accept (events/provision.json is a session of it; the
+    # local gateway's admin token stands for one too).
+    "BILLING_ROLE_ARN": DEFAULT_BILLING_ROLE_ARN,
 }
 #: Removed from the environment: real credentials and config must never reach a test.
 _REMOVED_ENV = (
@@ -70,6 +73,9 @@ _REMOVED_ENV = (
     "LOCAL_JWT_AUDIENCE",
     "LOCAL_JWT_ISSUER",
     "LOCAL_ADMIN_TOKEN",
+    # License keys are hashed with the local pepper in tests (ai_credits.config), never a shell's.
+    "LICENSE_KEY_PEPPER",
+    "LICENSE_KEY_PEPPER_PARAMETER",
 )
 _ENDPOINT_VAR = "AWS_ENDPOINT_URL_DYNAMODB"
 #: AWS_ENDPOINT_URL_DYNAMODB as it was when pytest started (an external DynamoDB to use), if any.
@@ -138,7 +144,7 @@ def aws_test_env() -> Iterator[dict[str, str]]:
 def new_execution_environment(aws_test_env: dict[str, str]) -> None:
     """Each test starts like a new execution environment: no ``remaining`` seen by a consume
     (``services.consume``'s guesses), so request counts do not depend on earlier tests."""
-    from ai_credits import services
+    from ai_credits.services import plugin as services
 
     services.forget_seen_balances()
 

@@ -5,7 +5,9 @@ that reach DynamoDB differently (retries, fences, key changes, refusals) on moto
 DynamoDB request with a botocore event hook, turns each into the IAM actions and resources it
 needs (``TransactWriteItems`` is authorized per item: ``PutItem``, ``UpdateItem``, ``DeleteItem``,
 ``ConditionCheckItem``; a ``Query`` with ``IndexName`` needs the index's ARN), and compares that
-with the function's ``Policies``: nothing missing, nothing more.
+with the function's ``Policies``: nothing missing, nothing more. The license-key pepper is read
+from moto's SSM the same way (``ssm:GetParameter`` on the stack's parameter, by the functions that
+hash keys).
 
 The linters (cfn-lint, ``sam validate --lint``) run in ``tests/packaging/test_template_lint.py``.
 """
@@ -13,6 +15,7 @@ The linters (cfn-lint, ``sam validate --lint``) run in ``tests/packaging/test_te
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import tomllib
 from collections import defaultdict
@@ -23,13 +26,19 @@ from typing import Any
 import boto3
 import pytest
 
-from ai_credits import observability
+from ai_credits import credentials, observability
 from tests.handlers.conftest import LambdaContext, load_function, sample_event
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_ID = "CreditsTable"
 
-Grant = tuple[str, str]  # (IAM action, "table" or "index/<name>")
+Grant = tuple[str, str]  # (IAM action, "table" or "index/<name>"; "ssm:GetParameter", "pepper")
+#: The license-key pepper's SSM parameter, the only one a function may read.
+PEPPER_GRANT = ("ssm:GetParameter", "pepper")
+PEPPER_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${LicenseKeyPepperParameter}"
+}
+PEPPER_PARAMETER = "/ai-credits/test/license-key-pepper"  # in moto, for the scenarios
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -62,9 +71,9 @@ def _table_resource(resource: Any) -> str:
 
 
 def granted(function: dict[str, Any]) -> set[Grant]:
-    """The DynamoDB (action, resource) pairs a function's ``Policies`` allow. Only inline
-    statements are accepted: a SAM policy template (``DynamoDBCrudPolicy``...) or a managed
-    policy would grant what no test can see."""
+    """The DynamoDB (action, resource) pairs a function's ``Policies`` allow, and the pepper's
+    ``ssm:GetParameter``. Only inline statements are accepted: a SAM policy template
+    (``DynamoDBCrudPolicy``...) or a managed policy would grant what no test can see."""
     grants: set[Grant] = set()
     for policy in function["Properties"].get("Policies", []):
         assert isinstance(policy, dict) and set(policy) == {"Statement"}, (
@@ -73,6 +82,10 @@ def granted(function: dict[str, Any]) -> set[Grant]:
         for statement in policy["Statement"]:
             assert statement["Effect"] == "Allow" and "Condition" not in statement, statement
             actions = _as_list(statement["Action"])
+            if any(action.startswith("ssm:") for action in actions):
+                assert (actions, statement["Resource"]) == (["ssm:GetParameter"], PEPPER_ARN), statement
+                grants.add(PEPPER_GRANT)
+                continue
             assert all(action.startswith("dynamodb:") and "*" not in action for action in actions), actions
             for resource in _as_list(statement["Resource"]):
                 grants |= {
@@ -116,10 +129,16 @@ class Recorder:
         assert self.current is not None, f"a DynamoDB {model.name} outside any function"
         self.requests[self.current] |= needed(model.name, params)
 
+    def ssm(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        assert self.current is not None, f"an SSM {model.name} outside any function"
+        assert (model.name, params) == ("GetParameter", {"Name": PEPPER_PARAMETER, "WithDecryption": True})
+        self.requests[self.current].add(PEPPER_GRANT)
+
 
 @pytest.fixture
-def recorder(moto_table: str) -> Iterator[Recorder]:
-    """A fresh moto table; every DynamoDB client created from now on reports to the recorder."""
+def recorder(moto_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    """A fresh moto table and the pepper in moto's SSM, read as in AWS (by parameter name); every
+    DynamoDB and SSM client created from now on reports to the recorder."""
     from ai_credits import store
 
     recorder = Recorder()
@@ -127,13 +146,20 @@ def recorder(moto_table: str) -> Iterator[Recorder]:
         boto3.setup_default_session()
     session = boto3.DEFAULT_SESSION
     assert session is not None
+    boto3.client("ssm").put_parameter(
+        Name=PEPPER_PARAMETER, Value="a-pepper-for-the-iam-test-" + "x" * 32, Type="SecureString"
+    )
+    monkeypatch.setenv("LICENSE_KEY_PEPPER_PARAMETER", PEPPER_PARAMETER)
     store.reset_clients()  # the next client is created from the default session, with the hook
     session.events.register("before-parameter-build.dynamodb", recorder)
+    session.events.register("before-parameter-build.ssm", recorder.ssm)
     try:
         yield recorder
     finally:
         session.events.unregister("before-parameter-build.dynamodb", recorder)
-        store.reset_clients()
+        session.events.unregister("before-parameter-build.ssm", recorder.ssm)
+        store.reset_clients()  # settings and pepper are read again, without the parameter
+        credentials.reset_license_key_pepper()
 
 
 class Functions:
@@ -147,6 +173,8 @@ class Functions:
 
     def __call__(self, logical_id: str, event: dict[str, Any]) -> Any:
         self._recorder.current = logical_id
+        # Each function has execution environments of its own: the first key it hashes reads the pepper.
+        credentials.reset_license_key_pepper()
         try:
             return load_function(self._folders[logical_id]).lambda_handler(event, LambdaContext())
         finally:
@@ -179,7 +207,7 @@ def run_scenarios(call: Functions) -> None:
     renew), then the other paths that make different DynamoDB requests. The rare paths are
     reached by turning the services' retry budgets to zero (``OPTIMISTIC_ATTEMPTS``,
     ``CAS_ATTEMPTS``), not by mocking: the requests are the real ones of those paths."""
-    from ai_credits import services
+    from ai_credits.services import fences, plugin
 
     def answer(logical_id: str, event: dict[str, Any], status: int) -> Any:
         response = call(logical_id, event)
@@ -212,7 +240,7 @@ def run_scenarios(call: Functions) -> None:
     consume(402, token, request_id="too-much", amount=999_999)
     consume(401, token + "x", request_id="bad-token")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "CAS_ATTEMPTS", 0)  # as under contention: charge, then read
+        patch.setattr(plugin, "CAS_ATTEMPTS", 0)  # as under contention: charge, then read
         consume(200, token, request_id="contended")
     answer("LicensesFunction", sample_event("list_licenses"), 200)
     answer("LicensesFunction", sample_event("get_credits"), 200)
@@ -249,15 +277,26 @@ def run_scenarios(call: Functions) -> None:
     answer("ProvisionFunction", http_event("provision", body=other, license_id="lic-demo-3"), 409)
     named = {**sample_event("renew-license"), "license_id": "lic-demo-2", "time": "2027-11-01T02:00:00Z"}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "OPTIMISTIC_ATTEMPTS", 0)
+        patch.setattr(fences, "OPTIMISTIC_ATTEMPTS", 0)
         assert call("RenewFunction", named)["renewed"] == ["lic-demo-2"]
         answer("ActivateFunction", http_event("deactivate", token=token), 204)
+        removal = http_event(
+            "portal_deactivate", body={"site_url": "imported.example.com"}, license_id="lic-demo-2"
+        )
+        answer("AllocateFunction", removal, 200)
 
 
 def test_each_function_is_granted_exactly_the_dynamodb_requests_it_makes(
     template: dict[str, Any], recorder: Recorder
 ) -> None:
     run_scenarios(Functions(template, recorder))
+
+    # The functions that hash license keys read the pepper (and are granted it: below).
+    readers = {logical_id for logical_id, grants in recorder.requests.items() if PEPPER_GRANT in grants}
+    assert readers == {"ProvisionFunction", "ActivateFunction"}
+    for logical_id in readers:
+        environment = _functions(template)[logical_id]["Properties"]["Environment"]["Variables"]
+        assert environment["LICENSE_KEY_PEPPER_PARAMETER"] == {"Ref": "LicenseKeyPepperParameter"}
 
     for logical_id, function in sorted(_functions(template).items()):
         recorded, allowed = recorder.requests[logical_id], granted(function)
@@ -355,6 +394,27 @@ def test_the_renewal_failures_alarm_watches_the_metric_the_renew_function_emits(
     assert alarm["Period"] >= 3600 and alarm["TreatMissingData"] == "notBreaching"
 
 
+def test_an_alarm_fires_when_the_renewal_schedule_stops_invoking_the_renew_function(
+    template: dict[str, Any],
+) -> None:
+    (alarm,) = [props for props in _alarms(template).values() if props.get("MetricName") == "Invocations"]
+
+    assert (alarm["Namespace"], alarm["Dimensions"]) == (
+        "AWS/Lambda",
+        [{"Name": "FunctionName", "Value": {"Ref": "RenewFunction"}}],
+    )
+    # Hourly runs: two hours without one. No data at all is the very case: breaching.
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 3600, 2)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["TreatMissingData"]) == (
+        "LessThanThreshold",
+        1,
+        "breaching",
+    )
+    renew = _functions(template)["RenewFunction"]["Properties"]
+    (schedule,) = [event["Properties"] for event in renew["Events"].values() if event["Type"] == "ScheduleV2"]
+    assert schedule["ScheduleExpression"] == "rate(1 hour)"
+
+
 def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
     assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
     assert template["Conditions"]["HasAlarmTopic"] == {
@@ -362,7 +422,7 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
     }
     notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     alarms = _alarms(template)
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     for logical_id, alarm in alarms.items():
         assert alarm["AlarmActions"] == notify == alarm["OKActions"], logical_id
         assert alarm["AlarmDescription"].strip(), logical_id
@@ -382,6 +442,81 @@ def test_every_route_is_throttled_by_the_stage_parameters(template: dict[str, An
     for name in ("ApiThrottlingRateLimit", "ApiThrottlingBurstLimit"):
         assert template["Parameters"][name]["Type"] == "Number"
         assert template["Parameters"][name]["MinValue"] >= 1
+
+
+def test_the_renew_function_has_reserved_concurrency_that_plugin_traffic_cannot_take(
+    template: dict[str, Any],
+) -> None:
+    parameter = template["Parameters"]["RenewReservedConcurrency"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 2, 0)
+    assert template["Conditions"]["HasRenewReservation"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "RenewReservedConcurrency"}, "0"]}]
+    }
+    functions = _functions(template)
+    assert functions["RenewFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasRenewReservation", {"Ref": "RenewReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    # The API's functions share the rest; the routes stay throttled (test above).
+    assert [lid for lid, res in functions.items() if "ReservedConcurrentExecutions" in res["Properties"]] == [
+        "RenewFunction"
+    ]
+
+
+def _log_group_name(function: dict[str, Any]) -> str:
+    """The ``/aws/lambda/<name>`` Lambda writes a function to, from its fixed ``FunctionName``."""
+    name: str = function["Properties"]["FunctionName"]["Fn::Sub"]
+    assert re.fullmatch(r"\$\{AWS::StackName\}-[a-z-]+", name), name
+    return "/aws/lambda/" + name
+
+
+def test_every_function_logs_to_its_own_log_group_with_the_retention(template: dict[str, Any]) -> None:
+    retention = template["Parameters"]["LogRetentionInDays"]
+    assert (retention["Type"], retention["Default"]) == ("Number", 30)
+    groups = _resources(template, "AWS::Logs::LogGroup")
+    functions = _functions(template)
+
+    for logical_id, function in functions.items():
+        (group_id,) = function["Properties"]["LoggingConfig"]["LogGroup"].values()  # {"Ref": ...}
+        group = groups[group_id]["Properties"]
+        # Named as Lambda names a function's group, referenced so it exists before the function.
+        assert group["LogGroupName"] == {"Fn::Sub": _log_group_name(function)}, logical_id
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}, logical_id
+    names = [function["Properties"]["FunctionName"]["Fn::Sub"] for function in functions.values()]
+    assert len(set(names)) == len(names)
+    # Every log group has the retention; the one besides the functions' is the API's access log.
+    assert all(
+        group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"} for group in groups.values()
+    )
+    assert len(groups) == len(functions) + 1
+
+
+def test_the_api_access_log_has_the_retention_and_no_credentials(template: dict[str, Any]) -> None:
+    (api,) = _resources(template, "AWS::Serverless::HttpApi").values()
+    settings = api["Properties"]["AccessLogSettings"]
+    (group_id, attribute) = settings["DestinationArn"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    group = template["Resources"][group_id]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+    fields = json.loads(settings["Format"])  # one JSON object per request
+    variables = set(re.findall(r"\$[A-Za-z.]+", settings["Format"]))
+    assert {
+        "$context.requestId",
+        "$context.routeKey",
+        "$context.status",
+        "$context.responseLatency",
+    } <= variables
+    assert "$context.integrationErrorMessage" in variables and "$context.identity.sourceIp" in variables
+    assert all(value.startswith("$context.") for value in fields.values())
+    # Headers (the Authorization header: tokens, JWTs), bodies (license keys), query strings, the
+    # raw path or the JWT's claims: none of them.
+    for variable in variables:
+        assert not variable.startswith("$request") and not variable.startswith("$input"), variable
+        lowered = variable.lower()
+        assert not any(
+            word in lowered for word in ("header", "body", "querystring", "authorization", "claims", "path")
+        ), variable
 
 
 def test_every_function_is_traced(template: dict[str, Any]) -> None:
@@ -410,6 +545,65 @@ def samconfig() -> dict[str, Any]:
     return tomllib.loads((ROOT / "samconfig.toml").read_text())
 
 
+def _evaluate(expression: Any, parameters: dict[str, str]) -> Any:
+    """A CloudFormation rule expression with these parameter values (the functions Rules use here)."""
+    if isinstance(expression, list):
+        return [_evaluate(item, parameters) for item in expression]
+    if not isinstance(expression, dict):
+        return expression
+    ((function, argument),) = expression.items()
+    if function == "Ref":
+        return parameters[argument]
+    values = _evaluate(argument, parameters)
+    if function == "Fn::Equals":
+        return values[0] == values[1]
+    if function == "Fn::Not":
+        return not values[0]
+    if function == "Fn::Contains":
+        return values[1] in values[0]
+    raise AssertionError(f"{function}: not evaluated by this test")
+
+
+def refused(template: dict[str, Any], overrides: dict[str, str]) -> list[str]:
+    """The Rules that refuse a deploy with these parameters (defaults for the others)."""
+    parameters = {name: str(p["Default"]) for name, p in template["Parameters"].items() if "Default" in p}
+    parameters |= overrides
+    return [
+        name
+        for name, rule in template["Rules"].items()
+        if _evaluate(rule.get("RuleCondition", True), parameters)
+        and not all(_evaluate(assertion["Assert"], parameters) for assertion in rule["Assertions"])
+    ]
+
+
+def test_prod_refuses_a_placeholder_issuer_and_every_stage_needs_the_pepper_and_the_billing_role(
+    template: dict[str, Any],
+) -> None:
+    issuer = template["Parameters"]["PortalJwtIssuer"]
+    assert "Default" not in issuer  # each stage names its own
+    pepper = template["Parameters"]["LicenseKeyPepperParameter"]
+    assert pepper["Default"] == ""  # local runs only (the local pepper)
+    assert template["Parameters"]["BillingRoleArn"]["Default"] == ""  # local runs only
+    real = {
+        "PortalJwtIssuer": "https://login.feeds.example.org/",
+        "LicenseKeyPepperParameter": "/x/pepper",
+        "BillingRoleArn": "arn:aws:iam::123456789012:role/billing",
+    }
+
+    assert refused(template, {**real, "Stage": "prod"}) == []
+    assert refused(template, {**real, "Stage": "dev"}) == []
+    for placeholder in ("https://auth.example.com/", "https://auth.dev.example.com/"):
+        assert refused(template, {**real, "Stage": "prod", "PortalJwtIssuer": placeholder}) == [
+            "ProdPortalJwtIssuerIsReal"
+        ]
+        assert refused(template, {**real, "Stage": "dev", "PortalJwtIssuer": placeholder}) == []
+    for stage in ("dev", "prod"):
+        assert refused(template, {**real, "Stage": stage, "LicenseKeyPepperParameter": ""}) == [
+            "LicenseKeyPepperIsNamed"
+        ]
+        assert refused(template, {**real, "Stage": stage, "BillingRoleArn": ""}) == ["BillingRoleIsNamed"]
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_samconfig_deploys_each_stage_to_its_own_stack_with_valid_parameters(
     template: dict[str, Any], samconfig: dict[str, Any], stage: str
@@ -426,7 +620,18 @@ def test_samconfig_deploys_each_stage_to_its_own_stack_with_valid_parameters(
             assert value in parameter["AllowedValues"], (name, value)
         if parameter["Type"] == "Number":
             assert int(value) >= parameter.get("MinValue", 0), (name, value)
+        if "AllowedPattern" in parameter:
+            assert re.fullmatch(parameter["AllowedPattern"], value), (name, value)
     assert int(overrides["ApiThrottlingBurstLimit"]) >= int(overrides["ApiThrottlingRateLimit"])
+    # Every stage names its own pepper; prod names no issuer until the real one is written in
+    # (a deploy without it fails), dev's placeholder would be refused in prod.
+    assert overrides["LicenseKeyPepperParameter"] == f"/ai-credits/{stage}/license-key-pepper"
+    # The billing role names an account: no stage has one until it is written in.
+    assert "BillingRoleArn" not in overrides
+    if stage == "prod":
+        assert "PortalJwtIssuer" not in overrides
+    else:
+        assert refused(template, overrides) == ["BillingRoleIsNamed"]
 
 
 def test_samconfig_has_no_default_stack_and_validates_with_the_linter(samconfig: dict[str, Any]) -> None:

@@ -10,10 +10,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.errors import ActivationLimitReached, LicenseExpired, MalformedJson, NotFound, Unauthorized
 from ai_credits.models import ActivationRequest, ActivationResponse
 from ai_credits.observability import ACTIVATIONS_PREFIX, logger, metrics, tracer
+from ai_credits.services import plugin
 
 app = create_app()
 
@@ -24,12 +25,12 @@ app = create_app()
     responses={
         201: success(ActivationResponse, "activated"),
         200: success(ActivationResponse, "already active: its token is rotated, the old one stops working"),
-        **error_responses("malformed_json", "not_found", "license_expired", "activation_limit_reached"),
+        **error_responses(MalformedJson, NotFound, LicenseExpired, ActivationLimitReached),
     },
     tags=["plugin"],
 )
 def activate(request: Annotated[ActivationRequest, Body()]) -> Response[ActivationResponse]:
-    activation = services.activate(request, now())
+    activation = plugin.activate(request, now())
     if activation.created:
         metrics.add_metric(
             name=f"{ACTIVATIONS_PREFIX}{activation.response.environment}", unit=MetricUnit.Count, value=1
@@ -40,11 +41,11 @@ def activate(request: Annotated[ActivationRequest, Body()]) -> Response[Activati
 @app.delete(
     "/v1/activations/current",
     summary="Deactivate the site of this activation token",
-    responses={204: success(None, "deactivated"), **error_responses("unauthorized")},
+    responses={204: success(None, "deactivated"), **error_responses(Unauthorized)},
     tags=["plugin"],
 )
 def deactivate() -> Response[None]:
-    services.deactivate(app.current_event.headers.get("authorization"), now())
+    plugin.deactivate(app.current_event.headers.get("authorization"), now())
     return Response(status_code=204)
 
 

@@ -1,4 +1,5 @@
-"""Portal: ``PUT /v1/licenses/{license_id}/allocations`` — *Apply* in *Manage AI Credits* (JWT)."""
+"""Portal writes (JWT): *Apply* (`PUT /v1/licenses/{license_id}/allocations`) and the removal of a site
+(`POST /v1/licenses/{license_id}/deactivations`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
-from ai_credits.models import AllocationRequest, CreditsView, LicenseId
+from ai_credits.errors import BelowUsed, LicenseExpired, MalformedJson, NotFound, OverAllocation, Unauthorized
+from ai_credits.models import AllocationRequest, CreditsView, DeactivationRequest, LicenseId
 from ai_credits.observability import ALLOCATIONS_APPLIED, logger, metrics, tracer
+from ai_credits.services import portal
 
 app = create_app()
 
@@ -23,17 +25,31 @@ app = create_app()
     summary="Apply allocations (absolute values; sites not named keep theirs), all or nothing",
     responses={
         200: success(CreditsView, "applied: the license's credits now"),
-        **error_responses(
-            "malformed_json", "unauthorized", "not_found", "license_expired", "over_allocation", "below_used"
-        ),
+        **error_responses(MalformedJson, Unauthorized, NotFound, LicenseExpired, OverAllocation, BelowUsed),
     },
     tags=["portal"],
 )
 def apply_allocations(
     license_id: Annotated[LicenseId, Path()], request: Annotated[AllocationRequest, Body()]
 ) -> Response[CreditsView]:
-    view = services.apply_allocations(portal_account(app), license_id, request.allocations, now())
+    view = portal.apply_allocations(portal_account(app), license_id, request.allocations, now())
     metrics.add_metric(name=ALLOCATIONS_APPLIED, unit=MetricUnit.Count, value=1)
+    return json_response(200, view.model_dump())
+
+
+@app.post(
+    "/v1/licenses/<license_id>/deactivations",
+    summary="Remove a site: its allocation shrinks to what it used, its activation token stops working",
+    responses={
+        200: success(CreditsView, "deactivated: the license's credits now"),
+        **error_responses(MalformedJson, Unauthorized, NotFound),
+    },
+    tags=["portal"],
+)
+def deactivate_site(
+    license_id: Annotated[LicenseId, Path()], request: Annotated[DeactivationRequest, Body()]
+) -> Response[CreditsView]:
+    view = portal.deactivate_site(portal_account(app), license_id, request.site_url, now())
     return json_response(200, view.model_dump())
 
 

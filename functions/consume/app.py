@@ -10,10 +10,17 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.errors import (
+    IdempotencyConflict,
+    InsufficientCredits,
+    LicenseExpired,
+    MalformedJson,
+    Unauthorized,
+)
 from ai_credits.models import ConsumeRequest, ConsumeResponse
 from ai_credits.observability import CREDITS_CONSUMED, logger, metrics, tracer
+from ai_credits.services import plugin
 
 app = create_app()
 
@@ -24,17 +31,13 @@ app = create_app()
     responses={
         200: success(ConsumeResponse, "charged, or the first answer replayed"),
         **error_responses(
-            "malformed_json",
-            "unauthorized",
-            "insufficient_credits",
-            "license_expired",
-            "idempotency_conflict",
+            MalformedJson, Unauthorized, InsufficientCredits, LicenseExpired, IdempotencyConflict
         ),
     },
     tags=["plugin"],
 )
 def consume(request: Annotated[ConsumeRequest, Body()]) -> Response[ConsumeResponse]:
-    result = services.consume(app.current_event.headers.get("authorization"), request, now())
+    result = plugin.consume(app.current_event.headers.get("authorization"), request, now())
     if not result.replayed:
         metrics.add_metric(name=CREDITS_CONSUMED, unit=MetricUnit.Count, value=result.consumed)
     return json_response(200, result.model_dump())

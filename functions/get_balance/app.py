@@ -8,10 +8,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
 from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
+from ai_credits.errors import Unauthorized
 from ai_credits.models import BalanceResponse
 from ai_credits.observability import logger, metrics, tracer
+from ai_credits.services import plugin
 
 app = create_app()
 
@@ -22,14 +23,14 @@ app = create_app()
     responses={
         200: success(BalanceResponse, "the balance, with an ETag"),
         304: success(None, "not modified since the ETag sent in If-None-Match"),
-        **error_responses("unauthorized"),
+        **error_responses(Unauthorized),
     },
     tags=["plugin"],
 )
 def get_balance():  # type: ignore[no-untyped-def]  # unannotated: Powertools would validate a 304 against the 200 model
     headers = app.current_event.headers
-    body = services.balance(headers.get("authorization"), now()).model_dump()
-    etag = services.etag_of(body)
+    body = plugin.balance(headers.get("authorization"), now()).model_dump()
+    etag = plugin.etag_of(body)
     cache_headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if etag_matches(headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=cache_headers)

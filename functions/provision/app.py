@@ -9,10 +9,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
+from ai_credits.access import require_billing_caller
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.errors import ActivationLimitReached, Forbidden, LicenseKeyInUse, MalformedJson, Unauthorized
 from ai_credits.models import LicenseId, ProvisionRequest, ProvisionResponse
 from ai_credits.observability import logger, metrics, tracer
+from ai_credits.services import billing
 
 app = create_app()
 
@@ -23,14 +25,15 @@ app = create_app()
     responses={
         201: success(ProvisionResponse, "created"),
         200: success(ProvisionResponse, "updated"),
-        **error_responses("malformed_json", "unauthorized", "activation_limit_reached", "license_key_in_use"),
+        **error_responses(MalformedJson, Unauthorized, Forbidden, ActivationLimitReached, LicenseKeyInUse),
     },
     tags=["billing"],
 )
 def put_license(
     license_id: Annotated[LicenseId, Path()], request: Annotated[ProvisionRequest, Body()]
 ) -> Response[ProvisionResponse]:
-    created, view = services.provision_license(license_id, request, now())
+    require_billing_caller(app.current_event)
+    created, view = billing.provision_license(license_id, request, now())
     return json_response(201 if created else 200, view.model_dump())
 
 

@@ -18,7 +18,6 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits import services
 from ai_credits.api import now as current_time
 from ai_credits.clock import format_timestamp, parse_timestamp
 from ai_credits.observability import (
@@ -29,6 +28,7 @@ from ai_credits.observability import (
     metrics,
     tracer,
 )
+from ai_credits.services import renewal
 
 
 def _now_of(event: dict[str, Any]) -> str:
@@ -43,7 +43,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     now = _now_of(event)
     license_id = event.get("license_id")
     named = [license_id] if isinstance(license_id, str) and license_id else None
-    report = services.renew_due(now, named, wall_now=current_time())
+    report = renewal.renew_due(now, named, wall_now=current_time())
     metrics.add_metric(name=LICENSES_RENEWED, unit=MetricUnit.Count, value=len(report.renewed))
     metrics.add_metric(name=LICENSES_EXPIRED, unit=MetricUnit.Count, value=len(report.expired))
     metrics.add_metric(name=RENEWAL_FAILURES, unit=MetricUnit.Count, value=len(report.failed))

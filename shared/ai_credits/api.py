@@ -40,23 +40,6 @@ def problem(
     return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers)
 
 
-_ERROR_STATUS = {
-    "malformed_json": 400,
-    "unauthorized": 401,
-    "insufficient_credits": 402,
-    "license_expired": 403,
-    "not_found": 404,
-    "over_allocation": 409,
-    "below_used": 409,
-    "activation_limit_reached": 409,
-    "idempotency_conflict": 409,
-    "license_key_in_use": 409,
-    "unsupported_media_type": 415,
-    "validation_error": 422,
-    "unavailable": 503,
-}
-
-
 def success(model: type[Any] | None, description: str) -> OpenAPIResponse:
     """An OpenAPI success response with its JSON body model (None: no body)."""
     if model is None:
@@ -64,14 +47,17 @@ def success(model: type[Any] | None, description: str) -> OpenAPIResponse:
     return {"description": description, "content": {"application/json": {"model": model}}}
 
 
-def error_responses(*codes: str) -> dict[int, OpenAPIResponse]:
-    """OpenAPI responses for the contract's error codes a route can answer (problem+json)."""
+def error_responses(*errors: type[DomainError]) -> dict[int, OpenAPIResponse]:
+    """OpenAPI responses for the domain errors a route can answer (problem+json): every route
+    can also answer ``ValidationFailed`` and ``Unavailable``, and a route with a body
+    (``MalformedJson``) ``UnsupportedMediaType``. Classes, not codes: a typo fails at import."""
+    from ai_credits.errors import MalformedJson, UnsupportedMediaType, ValidationFailed
     from ai_credits.models import Problem
 
     by_status: dict[int, list[str]] = {}
-    body_codes = ("unsupported_media_type",) if "malformed_json" in codes else ()
-    for code in ("validation_error", "unavailable", *codes, *body_codes):
-        by_status.setdefault(_ERROR_STATUS[code], []).append(code)
+    body_errors = (UnsupportedMediaType,) if MalformedJson in errors else ()
+    for error in (ValidationFailed, Unavailable, *errors, *body_errors):
+        by_status.setdefault(error.status, []).append(error.code)
     return {
         status: {"description": " or ".join(names), "content": {PROBLEM_JSON: {"model": Problem}}}
         for status, names in sorted(by_status.items())

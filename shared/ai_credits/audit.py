@@ -4,7 +4,7 @@
 What must hold (API.md, "Words" and rules 3 and 6):
 - every site: ``0 <= used <= allocated`` and ``remaining == allocated - used`` (so never below 0);
 - the license: ``unallocated >= 0`` and ``unallocated + sum(allocated) == credits_total``;
-- the license item's site index agrees with the site items (same sites, same active flags);
+- the license's counters agree with the site items (active live, active staging/development, all);
 - the ledger replayed from zero equals the counters: for every site, the consume entries add up
   to the ``used`` of its ended terms (recorded in the expiry entries) plus its current ``used``.
 """
@@ -37,10 +37,11 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
         problems.append(
             f"unallocated {license_.unallocated} + allocated {allocated} != credits_total {total}"
         )
-    index = {name: entry.active for name, entry in license_.sites.items()}
-    items = {site.site: site.active for site in sites}
-    if index != items:
-        problems.append(f"site index {index} != site items {items}")
+    live = sum(1 for site in sites if site.active and site.environment == "live")
+    nonlive = sum(1 for site in sites if site.active and site.environment != "live")
+    counted = (license_.live_active, license_.nonlive_active, license_.site_items)
+    if license_.renewal is None and counted != (live, nonlive, len(sites)):
+        problems.append(f"counters live/non-live/sites {counted} != site items {(live, nonlive, len(sites))}")
 
     consumed: Counter[str] = Counter()
     accounted: Counter[str] = Counter({site.site: site.used for site in sites})
@@ -50,7 +51,7 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
                 problems.append(f"consume entry {entry.get('sk')}: bad amount {entry.get('amount')!r}")
                 continue
             consumed[entry["site"]] += entry["amount"]
-        elif entry.get("type") == "expiry":
+        elif entry.get("type") in ("expiry", "expiry_sites"):  # a term's end: totals, then per site
             accounted.update(entry.get("used", {}))
     for name in sorted(set(consumed) | set(accounted)):
         if consumed[name] != accounted[name]:

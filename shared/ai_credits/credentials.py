@@ -4,6 +4,14 @@ Neither is ever stored or logged in clear. An activation token is
 ``act1.<base64url(license_id \\x1f site)>.<base64url(32 random bytes)>``: the activation's key
 travels in clear so a request needs no lookup to find its item, and only the SHA-256 of the
 random part is stored, so a leaked table cannot be replayed as tokens.
+
+A license key is stored as its HMAC-SHA-256 keyed with a pepper that is not in the table: in AWS
+an SSM SecureString parameter, named by ``LICENSE_KEY_PEPPER_PARAMETER`` (template.yaml's
+``LicenseKeyPepperParameter``) and read once per container at the first key hashed; without one
+(``make run``, tests) ``LICENSE_KEY_PEPPER``, else ``config.LOCAL_LICENSE_KEY_PEPPER``. A leaked
+table alone then cannot be used to test guessed keys. Keys hashed before the pepper keep their
+plain SHA-256 (:func:`legacy_license_key_hash`) until billing next provisions them. Changing the
+pepper orphans every stored hash: it is set once per stage, never rotated in place.
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cache
+
+from ai_credits.config import settings
 
 TOKEN_PREFIX = "act1"
 TOKEN_SECRET_BYTES = 32  # 256 bits; the contract asks for at least 128
@@ -29,9 +40,56 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_LICENSE_KEY_DOMAIN = b"ai-credits/license-key\x00"
+#: The shortest pepper accepted from SSM (e.g. ``openssl rand -base64 48``: 64 characters).
+MIN_PEPPER_LENGTH = 32
+
+
+@cache
+def license_key_pepper() -> bytes:
+    """The pepper of this container, read at first use and kept (never logged).
+
+    With ``LICENSE_KEY_PEPPER_PARAMETER`` set, the SSM parameter's value (decrypted); a failed read
+    raises and is tried again on the next call (nothing is cached then). Otherwise the local pepper.
+    """
+    config = settings()
+    if not config.license_key_pepper_parameter:
+        return config.license_key_pepper.encode("utf-8")
+    pepper = _read_ssm_parameter(config.license_key_pepper_parameter)
+    if len(pepper) < MIN_PEPPER_LENGTH:
+        raise RuntimeError(
+            f"SSM parameter {config.license_key_pepper_parameter} holds a pepper shorter than "
+            f"{MIN_PEPPER_LENGTH} characters"
+        )
+    return pepper.encode("utf-8")
+
+
+def _read_ssm_parameter(name: str) -> str:
+    import boto3  # imported on first use: keeps it off the cold-start import path
+    from botocore.config import Config
+
+    config = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 3})
+    parameter = boto3.client("ssm", config=config).get_parameter(Name=name, WithDecryption=True)
+    value: str = parameter["Parameter"]["Value"]
+    return value
+
+
+def reset_license_key_pepper() -> None:
+    """Forget the cached pepper (tests that change its configuration)."""
+    license_key_pepper.cache_clear()
+
+
 def hash_license_key(license_key: str) -> str:
-    """Hex SHA-256 of a license key, domain-separated from token hashes."""
-    return hashlib.sha256(b"ai-credits/license-key\x00" + license_key.encode("utf-8")).hexdigest()
+    """The stored form of a license key: hex HMAC-SHA-256 keyed with the pepper,
+    domain-separated from token hashes."""
+    message = _LICENSE_KEY_DOMAIN + license_key.encode("utf-8")
+    return hmac.new(license_key_pepper(), message, hashlib.sha256).hexdigest()
+
+
+def legacy_license_key_hash(license_key: str) -> str:
+    """The hash of the scheme before the current one (plain SHA-256): still found on licenses
+    provisioned before it, until billing next provisions their key."""
+    return hashlib.sha256(_LICENSE_KEY_DOMAIN + license_key.encode("utf-8")).hexdigest()
 
 
 def _hash_token_secret(secret: bytes) -> str:

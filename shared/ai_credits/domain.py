@@ -14,18 +14,22 @@ Status = Literal["active", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
-class SiteEntry:
-    """What the license item remembers of each of its sites (its ``sites`` map).
+class PendingRenewal:
+    """A renewal that has begun and not yet finished: the next term as it was decided.
 
-    Activation reads only the license item, so the facts a decision needs live there:
-    whether the site is active, its environment (for the live count), its network flag and,
-    for an inactive site, the ``used`` frozen at deactivation (an inactive site cannot spend).
+    While it is pending, the sites move to the new term one batch at a time (each site's
+    ``term_start`` says which term its counters belong to); readers show the new term for
+    every site, and writes that change the license's totals wait (503) until it finishes.
+    ``allocations`` lists the new term's non-zero allocations (the others are 0).
     """
 
-    environment: Environment
-    network: bool
-    active: bool
-    used: int = 0
+    from_term: str
+    term_start: str
+    term_end: str
+    credits_total: int
+    unallocated: int
+    needs_allocation: bool
+    allocations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +48,14 @@ class License:
     needs_allocation: bool
     key_hash: str
     version: int
-    sites: dict[str, SiteEntry] = field(default_factory=dict)
-
-    @property
-    def live_active(self) -> int:
-        return sum(1 for entry in self.sites.values() if entry.active and entry.environment == "live")
+    # Counters the database's conditions keep (never Python): active live sites (at most
+    # ``site_limit``), active staging/development sites (at most ``NONLIVE_PER_LIVE *
+    # site_limit``) and site items of the current term (active or not).
+    live_active: int = 0
+    nonlive_active: int = 0
+    site_items: int = 0
+    renewal: PendingRenewal | None = None
+    counters_stored: bool = True  # False: an item older than the counters (see store.migrate_counters)
 
     @property
     def allocated(self) -> int:
@@ -67,6 +74,9 @@ class Site:
     remaining: int
     activated_at: str
     token_hash: str | None = None
+    expires_at: str = ""  # the license's, copied so that a consume checks it in the site item
+    term_start: str = ""  # the term its counters belong to ("" on items older than the field)
+    consume_fence: str = ""  # consumes wait until then (a renewal or deactivation settling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +90,16 @@ class LedgerConsume:
     at: str
     feature: str | None = None
     subsite: str | None = None
+    remaining_after: int | None = None  # the first answer's ``remaining``, kept for replays
+
+
+@dataclass(frozen=True, slots=True)
+class LicenseListing:
+    """What an account's list of licenses shows of each (the account index's projection)."""
+
+    license_id: str
+    plan: Plan
+    term_end: str
+    expires_at: str
+    credits_total: int
+    unallocated: int

@@ -28,7 +28,7 @@ def _normalize_timestamp(text: str) -> str:
     try:
         return format_timestamp(parse_timestamp(text))
     except ValueError as error:
-        raise ValueError(f"not an RFC 3339 timestamp with a time zone: {error}") from None
+        raise ValueError(f"not an RFC 3339 date-time: {error}") from None
 
 
 Timestamp = Annotated[
@@ -185,6 +185,12 @@ class AllocationRequest(_Request):
     """*Apply*: absolute allocations of the named sites (keys are site URLs, normalized)."""
 
     allocations: dict[str, CreditAmount] = Field(examples=[{"example.com": 700, "staging.example.com": 50}])
+
+
+class DeactivationRequest(_Request):
+    """The portal's removal of a site from the account."""
+
+    site_url: SiteUrl
 
 
 class ImportedActivation(_Request):

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp
-from ai_credits.domain import Environment, License, Plan, Site, SiteEntry, Status
+from ai_credits.domain import Environment, License, Plan, Site, Status
 from ai_credits.site_urls import InvalidSiteUrl, classify_environment, normalize_site_url
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "is_expired",
     "license_status",
     "next_term",
+    "nonlive_limit",
     "normalize_site_url",
     "plan_activation",
     "plan_allocations",
@@ -46,61 +47,82 @@ def license_status(license_: License, now: str) -> Status:
     return "expired" if is_expired(license_.expires_at, now) else "active"
 
 
+# Staging and development activations a license allows per live one it allows.
+NONLIVE_PER_LIVE = 10
+
+
+def nonlive_limit(site_limit: int) -> int:
+    return NONLIVE_PER_LIVE * site_limit
+
+
 @dataclass(frozen=True, slots=True)
 class ActivationPlan:
     """What an activation changes.
 
     ``created``: the site was not active before (201), else its token is only rotated (200).
+    ``rotate_only``: an active site with the same environment and network: only its token changes.
+    ``live_delta`` / ``nonlive_delta``: the change of the license's active-site counters; a
+    positive one is written under the condition that the counter is below its limit.
     ``auto_allocate``: credits moved from ``unallocated`` to the site (rule 1).
-    ``needs_allocation``: the license's flag after the activation.
+    ``sets_needs_allocation``: the first activation of a multi-site license in its term.
     """
 
     created: bool
+    rotate_only: bool
+    live_delta: int
+    nonlive_delta: int
     auto_allocate: int
-    needs_allocation: bool
-    entry: SiteEntry
-
-    @property
-    def changes_license(self) -> bool:
-        return self.created or self.auto_allocate > 0
+    sets_needs_allocation: bool
 
 
 class ActivationLimit(Exception):
-    """A new live activation beyond ``site_limit``."""
+    """A new live activation beyond ``site_limit``, or a staging/development one beyond
+    ``nonlive_limit(site_limit)``."""
 
 
-def plan_activation(license_: License, site: str, environment: Environment, network: bool) -> ActivationPlan:
-    """Decide an activation of ``site`` on ``license_`` (expiry is checked by the caller).
+def plan_activation(
+    license_: License, previous: Site | None, environment: Environment, network: bool
+) -> ActivationPlan:
+    """Decide an activation of a site on ``license_`` (expiry is checked by the caller);
+    ``previous`` is the site's item of this term, if it has one.
 
-    - Only live activations count against ``site_limit``; re-activating a site that already
-      counts never hits the limit.
+    - Only live activations count against ``site_limit``; staging and development ones against
+      ``NONLIVE_PER_LIVE * site_limit``; re-activating a site that already counts never hits a limit.
     - Rule 1: a live site of a single-site license takes every unallocated credit, unless the
       customer must allocate first (rule 7's ``needs_allocation``). Staging and development
       sites start with 0. Rule 2: multi-site licenses never allocate automatically.
     - ``needs_allocation`` is set by the first activation of a multi-site license in a term.
     """
-    previous = license_.sites.get(site)
     already_active = previous is not None and previous.active
-    counted_before = already_active and previous is not None and previous.environment == "live"
-    if environment == "live" and not counted_before and license_.live_active >= license_.site_limit:
+    was_live = already_active and previous is not None and previous.environment == "live"
+    was_nonlive = already_active and not was_live
+    is_live = environment == "live"
+    if (
+        already_active
+        and previous is not None
+        and previous.environment == environment
+        and previous.network == network
+    ):
+        return ActivationPlan(False, True, 0, 0, 0, False)
+    live_delta = int(is_live) - int(was_live)
+    nonlive_delta = int(not is_live) - int(was_nonlive)
+    if live_delta > 0 and license_.live_active >= license_.site_limit:
         raise ActivationLimit(f"the license allows {license_.site_limit} live site(s)")
-
-    becomes_live = environment == "live" and not counted_before
+    limit = nonlive_limit(license_.site_limit)
+    if nonlive_delta > 0 and license_.nonlive_active >= limit:
+        raise ActivationLimit(f"the license allows {limit} staging or development site(s)")
     auto_allocate = 0
-    if license_.plan == "single-site" and becomes_live and not license_.needs_allocation:
+    if license_.plan == "single-site" and live_delta > 0 and not license_.needs_allocation:
         auto_allocate = license_.unallocated
-
-    needs_allocation = license_.needs_allocation
-    if license_.plan == "multi-site" and not license_.sites:
-        needs_allocation = True
-
-    used = previous.used if previous is not None and not previous.active else 0
-    entry = SiteEntry(environment=environment, network=network, active=True, used=used)
     return ActivationPlan(
         created=not already_active,
+        rotate_only=False,
+        live_delta=live_delta,
+        nonlive_delta=nonlive_delta,
         auto_allocate=auto_allocate,
-        needs_allocation=needs_allocation,
-        entry=entry,
+        sets_needs_allocation=(
+            license_.plan == "multi-site" and previous is None and license_.site_items == 0
+        ),
     )
 
 

@@ -2,13 +2,14 @@
 
 One table (``template.yaml``, resource ``CreditsTable``), keys ``pk``/``sk``:
 
-| item    | pk                       | sk                              |
-|---------|--------------------------|---------------------------------|
-| license | ``LICENSE#<license_id>`` | ``LICENSE``                     |
-| site    | ``LICENSE#<license_id>`` | ``SITE#<site>``                 |
-| key     | ``KEY#<key_hash>``       | ``KEY``                         |
-| consume | ``LEDGER#<license_id>``  | ``CONSUME#<site>#<request_id>`` |
-| expiry  | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>``         |
+| item          | pk                       | sk                                        |
+|---------------|--------------------------|-------------------------------------------|
+| license       | ``LICENSE#<license_id>`` | ``LICENSE``                               |
+| site          | ``LICENSE#<license_id>`` | ``SITE#<site>``                           |
+| key           | ``KEY#<key_hash>``       | ``KEY``                                   |
+| consume       | ``LEDGER#<license_id>``  | ``CONSUME#<site>#<request_id>``           |
+| expiry        | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>``                   |
+| expiry_sites  | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>#<first site>``      |
 
 Indexes, all on the license item: gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<license_id>``
 (an account's licenses); gsi2 ``KEY#<key_hash>`` (activation by key, projection ALL); gsi3
@@ -16,39 +17,47 @@ Indexes, all on the license item: gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<lic
 
 Access patterns, with the DynamoDB requests each costs:
 
-| use case                      | requests                                                      |
-|-------------------------------|---------------------------------------------------------------|
-| license by key (activation)   | Query gsi2 (eventually consistent; a miss: GetItem key item)  |
-| activate a new/inactive site  | TransactWriteItems: license (version) + site                  |
-| rotate an active site's token | UpdateItem site, ReturnValues ALL_NEW                         |
-| deactivate                    | BatchGetItem license + site, TransactWriteItems license + site|
-| balance                       | BatchGetItem license + site (strongly consistent)             |
-| consume                       | TransactWriteItems site + ledger put; charged: GetItem remaining |
-| license + its sites (portal)  | Query ``pk = LICENSE#<id>`` (strongly consistent)             |
-| apply                         | that Query, TransactWriteItems license + named sites          |
-| licenses of an account        | Query gsi1                                                    |
-| licenses whose term ended     | Query gsi3 per shard, ``gsi3sk < now$``                       |
-| renew one license             | that Query, TransactWriteItems license + sites + expiry entry |
+| use case                      | requests                                                        |
+|-------------------------------|-----------------------------------------------------------------|
+| license by key (activation)   | Query gsi2 (eventually consistent; a miss: GetItem key item)    |
+| activate a new/inactive site  | TransactWriteItems: license (counters) + site                   |
+| rotate an active site's token | UpdateItem site, ReturnValues ALL_NEW                           |
+| deactivate                    | BatchGetItem license + site, TransactWriteItems license + site  |
+| balance                       | BatchGetItem license + site (strongly consistent)               |
+| consume                       | TransactWriteItems site + ledger put; contended: GetItem + UpdateItem |
+| license + its sites (portal)  | Query ``pk = LICENSE#<id>`` (strongly consistent, paged)        |
+| apply                         | that Query, TransactWriteItems license + named sites            |
+| licenses of an account        | Query gsi1                                                      |
+| licenses whose term ended     | Query gsi3 per shard, ``gsi3sk < now$``                         |
+| renew one license of n sites  | that Query; UpdateItem (begin); ceil(n/99) TransactWriteItems   |
+|                               | of sites + record; Query of the records; TransactWriteItems     |
+|                               | license + record (finish)                                       |
 
 Invariants the conditions keep (never Python): ``remaining >= 0`` and ``used <= allocated`` on
-every site, ``unallocated >= 0`` on the license; the license item's ``version`` changes on
-every write to it, so a decision made on a read is only written if nothing moved since.
-The site item carries a copy of the license's ``expires_at`` so that a consume checks expiry
-in the site item itself: one two-item transaction (4 WCU), no license read.
+every site, ``unallocated >= 0`` on the license, ``live_active <= site_limit`` and
+``nonlive_active <= 10 * site_limit``. The counters move in the same transaction as the site
+they count, so they always match the site items. Writes that decide on the whole license
+(billing's update, Apply, a renewal's begin and finish) also bump its ``version``; activations
+and deactivations do not, so concurrent ones of different sites never retry against each other.
+The site item carries a copy of the license's ``expires_at`` (so that a consume checks expiry in
+the site item itself: one two-item transaction, 4 WCU, no license read) and the ``term_start`` of
+the term its counters belong to (a renewal moves each site once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ai_credits.config import settings
-from ai_credits.domain import License, Site, SiteEntry
+from ai_credits.domain import LedgerConsume, License, LicenseListing, PendingRenewal, Site
 from ai_credits.errors import Unavailable
+from ai_credits.rules import NONLIVE_PER_LIVE, ActivationPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -156,31 +165,44 @@ def from_item(item: Item) -> dict[str, Any]:
 # and the generic conversion of every attribute was most of a large Apply's own time.
 
 
-# A license's entries are a handful of distinct values (environment, network, active, used): the
-# same immutable SiteEntry serves them all, which halves reading a license of many sites.
-_ENTRIES: dict[tuple[str, bool, bool, str], SiteEntry] = {}
-_MAX_ENTRIES = 4096  # distinct ``used`` of inactive sites: emptied when full
+def _count(item: Item, name: str) -> int:
+    value = item.get(name)
+    return int(value["N"]) if value else 0
 
 
-def _entry_from_attribute(entry: Item) -> SiteEntry:
-    used = entry.get("used")
-    key = (
-        entry["environment"]["S"],
-        entry["network"]["BOOL"],
-        entry["active"]["BOOL"],
-        used["N"] if used else "0",
+def _legacy_counters(item: Item) -> tuple[int, int, int]:
+    """The counters of a license item written before they existed, from its old ``sites`` map
+    (``migrate_counters`` writes them on the next write that needs them)."""
+    entries = item["sites"]["M"].values()
+    active = [entry["M"] for entry in entries if entry["M"]["active"]["BOOL"]]
+    live = sum(1 for entry in active if entry["environment"]["S"] == "live")
+    return live, len(active) - live, len(item["sites"]["M"])
+
+
+def _renewal_from_attribute(attribute: Item | None) -> PendingRenewal | None:
+    if not attribute:
+        return None
+    values = attribute["M"]
+    return PendingRenewal(
+        from_term=values["from_term"]["S"],
+        term_start=values["term_start"]["S"],
+        term_end=values["term_end"]["S"],
+        credits_total=int(values["credits_total"]["N"]),
+        unallocated=int(values["unallocated"]["N"]),
+        needs_allocation=values["needs_allocation"]["BOOL"],
+        allocations={site: int(value["N"]) for site, value in values["allocations"]["M"].items()},
     )
-    found = _ENTRIES.get(key)
-    if found is None:
-        if len(_ENTRIES) >= _MAX_ENTRIES:
-            _ENTRIES.clear()
-        found = _ENTRIES[key] = SiteEntry(environment=key[0], network=key[1], active=key[2], used=int(key[3]))
-    return found
 
 
 def _license_from_item(item: Item) -> License:
-    sites = item.get("sites")
-    entries = {site: _entry_from_attribute(entry["M"]) for site, entry in sites["M"].items()} if sites else {}
+    if "live_active" in item:
+        live, nonlive, site_items = (
+            _count(item, "live_active"),
+            _count(item, "nonlive_active"),
+            _count(item, "site_items"),
+        )
+    else:
+        live, nonlive, site_items = _legacy_counters(item) if "sites" in item else (0, 0, 0)
     return License(
         license_id=item["license_id"]["S"],
         account_id=item["account_id"]["S"],
@@ -196,12 +218,17 @@ def _license_from_item(item: Item) -> License:
         needs_allocation=item["needs_allocation"]["BOOL"],
         key_hash=item["key_hash"]["S"],
         version=int(item["version"]["N"]),
-        sites=entries,
+        live_active=live,
+        nonlive_active=nonlive,
+        site_items=site_items,
+        renewal=_renewal_from_attribute(item.get("renewal")),
+        counters_stored="live_active" in item,
     )
 
 
 def _site_from_item(item: Item) -> Site:
     token_hash = item.get("token_hash")
+    fence = item.get("consume_fence")
     return Site(
         license_id=item["license_id"]["S"],
         site=item["site"]["S"],
@@ -213,34 +240,35 @@ def _site_from_item(item: Item) -> Site:
         remaining=int(item["remaining"]["N"]),
         activated_at=item["activated_at"]["S"],
         token_hash=from_attribute(token_hash) if token_hash else None,
+        expires_at=item["expires_at"]["S"],
+        consume_fence=fence["S"] if fence else "",
+        term_start=item["term_start"]["S"] if "term_start" in item else "",
     )
 
 
-def _entry_values(entry: SiteEntry) -> dict[str, Any]:
-    return {
-        "environment": entry.environment,
-        "network": entry.network,
-        "active": entry.active,
-        "used": entry.used,
-    }
+def _listing_from_item(item: Item) -> LicenseListing:
+    return LicenseListing(
+        license_id=item["license_id"]["S"],
+        plan=item["plan"]["S"],
+        term_end=item["term_end"]["S"],
+        expires_at=item["expires_at"]["S"],
+        credits_total=int(item["credits_total"]["N"]),
+        unallocated=int(item["unallocated"]["N"]),
+    )
 
 
-def _sites_attribute(sites: Mapping[str, SiteEntry]) -> Item:
-    """``to_attribute`` of the license's ``sites`` map (``_entry_values`` of each entry), built
-    directly: a renewal rewrites the whole map."""
-    return {
-        "M": {
-            site: {
-                "M": {
-                    "environment": {"S": entry.environment},
-                    "network": {"BOOL": entry.network},
-                    "active": {"BOOL": entry.active},
-                    "used": {"N": str(entry.used)},
-                }
-            }
-            for site, entry in sites.items()
-        }
-    }
+def _consume_from_item(item: Item) -> LedgerConsume:
+    remaining_after = item.get("remaining_after")
+    return LedgerConsume(
+        site=item["site"]["S"],
+        request_id=item["request_id"]["S"],
+        amount=int(item["amount"]["N"]),
+        body_hash=item["body_hash"]["S"],
+        at=item["at"]["S"],
+        feature=item["feature"]["S"] if "feature" in item else None,
+        subsite=item["subsite"]["S"] if "subsite" in item else None,
+        remaining_after=int(remaining_after["N"]) if remaining_after else None,
+    )
 
 
 def license_values(license_: License) -> dict[str, Any]:
@@ -264,7 +292,9 @@ def license_values(license_: License) -> dict[str, Any]:
         "needs_allocation": license_.needs_allocation,
         "key_hash": license_.key_hash,
         "version": license_.version,
-        "sites": {site: _entry_values(entry) for site, entry in license_.sites.items()},
+        "live_active": license_.live_active,
+        "nonlive_active": license_.nonlive_active,
+        "site_items": license_.site_items,
     }
 
 
@@ -284,6 +314,7 @@ def site_values(site: Site, expires_at: str) -> dict[str, Any]:
         "activated_at": site.activated_at,
         "token_hash": site.token_hash,
         "expires_at": expires_at,
+        "term_start": site.term_start or None,  # (never empty: a key condition compares it)
     }
 
 
@@ -350,25 +381,26 @@ _RETRYABLE_CANCELLATION_CODES = frozenset(
 class Cancelled(Exception):
     """A transaction DynamoDB refused because of a condition: ``reasons[i]`` belongs to item i.
 
-    Each reason is ``(code, old_item_or_None)``; codes are DynamoDB's ("None",
-    "ConditionalCheckFailed", "TransactionConflict" ...).
+    Each reason is ``(code, old_item_or_None)``, the old item as DynamoDB sent it (attribute
+    values); codes are DynamoDB's ("None", "ConditionalCheckFailed", "TransactionConflict" ...).
     """
 
-    def __init__(self, reasons: list[tuple[str, dict[str, Any] | None]]) -> None:
+    def __init__(self, reasons: list[tuple[str, Item | None]]) -> None:
         super().__init__(", ".join(code for code, _ in reasons))
         self.reasons = reasons
 
     def failed(self, index: int) -> bool:
         return self.reasons[index][0] == "ConditionalCheckFailed"
 
-    def old(self, index: int) -> dict[str, Any] | None:
+    def old(self, index: int) -> Item | None:
         return self.reasons[index][1]
 
 
 class ConditionFailed(Exception):
-    """A single-item write whose condition failed; ``old`` is the item as it was (or None)."""
+    """A single-item write whose condition failed; ``old`` is the item as it was (attribute
+    values, or None)."""
 
-    def __init__(self, old: dict[str, Any] | None) -> None:
+    def __init__(self, old: Item | None) -> None:
         super().__init__("condition failed")
         self.old = old
 
@@ -390,13 +422,12 @@ def _call(operation: Callable[..., T], **kwargs: Any) -> T:
         code = response.get("Error", {}).get("Code", "")
         if code == "TransactionCanceledException":
             reasons = [
-                (reason.get("Code", "None"), from_item(reason["Item"]) if "Item" in reason else None)
+                (reason.get("Code", "None"), reason.get("Item"))
                 for reason in response.get("CancellationReasons", [])
             ]
             raise Cancelled(reasons) from error
         if code == "ConditionalCheckFailedException":
-            old = response.get("Item")
-            raise ConditionFailed(from_item(old) if old else None) from error
+            raise ConditionFailed(response.get("Item")) from error
         if code in _THROTTLING_CODES:
             raise Unavailable("the database is busy; retry shortly", retry_after=1) from error
         raise
@@ -458,6 +489,18 @@ def _update_with_attributes(key: Item, update: str, condition: str, attribute_va
             "UpdateExpression": update,
             "ConditionExpression": condition,
             "ExpressionAttributeValues": attribute_values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _condition_check(key: Item, condition: str, values: Mapping[str, Any]) -> Item:
+    return {
+        "ConditionCheck": {
+            "TableName": _table(),
+            "Key": key,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {name: to_attribute(value) for name, value in values.items()},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     }
@@ -630,61 +673,73 @@ def _license_update(
     )
 
 
-# Beyond this many changed entries, a license Update writes the whole ``sites`` map (the
-# expressions stay far below DynamoDB's 4 KB).
-_MAX_ENTRY_CHANGES = 32
-
-
-def _write_entries(
-    license_item: Item, read: Mapping[str, SiteEntry], entries: Mapping[str, SiteEntry]
-) -> None:
-    """Make a license Update of ``_license_update`` (its expression ends with the SET clause; it
-    applies only to the version read, hence to the ``read`` map) leave the ``sites`` map as
-    ``entries``, writing only the entries that change. A renewal usually changes none (active
-    sites' entries hold ``used`` 0 already) and removes the inactive ones."""
-    removed = [site for site in read if site not in entries]
-    changed = [
-        site for site, entry in entries.items() if (old := read.get(site)) is not entry and old != entry
-    ]
-    if not removed and not changed:
-        return
-    update = license_item["Update"]
-    names, values = update["ExpressionAttributeNames"], update["ExpressionAttributeValues"]
-    names["#sites"] = "sites"
-    if len(removed) + len(changed) > _MAX_ENTRY_CHANGES:
-        values[":sites"] = _sites_attribute(entries)
-        update["UpdateExpression"] += ", #sites = :sites"
-        return
-    assignments = []
-    for index, site in enumerate(changed):
-        names[f"#set{index}"] = site
-        values[f":set{index}"] = to_attribute(_entry_values(entries[site]))
-        assignments.append(f", #sites.#set{index} = :set{index}")
-    for index, site in enumerate(removed):
-        names[f"#removed{index}"] = site
-    removals = ", ".join(f"#sites.#removed{index}" for index in range(len(removed)))
-    update["UpdateExpression"] += "".join(assignments) + (f" REMOVE {removals}" if removed else "")
-
-
 def _raise_for_license(cancelled: Cancelled, index: int = 0) -> None:
     if cancelled.failed(index):
         old = cancelled.old(index)
-        raise StaleLicense(_license_from_item(to_item(old)) if old else None) from cancelled
+        raise StaleLicense(_license_from_item(old) if old else None) from cancelled
+
+
+def migrate_counters(read: License) -> None:
+    """Give a license item older than its counters the counters (computed from its old
+    ``sites`` map, which goes), once; raises ``StaleLicense`` with the license as it is now."""
+    with contextlib.suppress(ConditionFailed):  # another writer migrated (or changed) it first
+        _call(
+            client().update_item,
+            TableName=_table(),
+            Key=license_key(read.license_id),
+            UpdateExpression="SET live_active = :live, nonlive_active = :nonlive, site_items = :items,"
+            " version = version + :one REMOVE sites",
+            ConditionExpression="version = :version AND attribute_not_exists(live_active)",
+            ExpressionAttributeValues={
+                ":live": {"N": str(read.live_active)},
+                ":nonlive": {"N": str(read.nonlive_active)},
+                ":items": {"N": str(read.site_items)},
+                ":one": {"N": "1"},
+                ":version": {"N": str(read.version)},
+            },
+        )
+    raise StaleLicense(get_license(read.license_id))
+
+
+def _counts(sites: Sequence[Site]) -> tuple[int, int]:
+    live = sum(1 for site in sites if site.active and site.environment == "live")
+    return live, sum(1 for site in sites if site.active) - live
+
+
+# Sites a license write carries besides the license item (and a key item's put and delete).
+_SITES_PER_WRITE = MAX_TRANSACTION_ITEMS - 3
+
+
+def _site_puts(sites: Sequence[Site], license_: License) -> list[Item]:
+    """New site items of the license's current term."""
+    return [
+        _put(
+            site_values(replace(site, term_start=license_.term_start), license_.expires_at),
+            "attribute_not_exists(pk)",
+        )
+        for site in sites
+    ]
 
 
 def write_new_license(license_: License, sites: Sequence[Site]) -> None:
-    """Create a license, its key item and its imported sites, all or nothing.
+    """Create a license, its key item and its imported sites.
 
-    Raises ``StaleLicense`` when the license already exists and ``KeyTaken`` when another
-    license holds the key.
+    The license, its key and the first sites are one transaction; more sites follow in
+    transactions of their own (``add_sites``), each counting its sites on the license, so the
+    counters always match the site items. A crash in between leaves a license with some of its
+    imports: billing's retry (an update) adds the rest. Raises ``StaleLicense`` when the license
+    already exists and ``KeyTaken`` when another license holds the key.
     """
+    first, rest = sites[:_SITES_PER_WRITE], sites[_SITES_PER_WRITE:]
+    live, nonlive = _counts(first)
+    created = replace(license_, live_active=live, nonlive_active=nonlive, site_items=len(first))
     items = [
-        _put(license_values(license_), "attribute_not_exists(pk)"),
+        _put(license_values(created), "attribute_not_exists(pk)"),
         _put(
             {"pk": f"KEY#{license_.key_hash}", "sk": "KEY", "type": "key", "license_id": license_.license_id},
             "attribute_not_exists(pk)",
         ),
-        *(_put(site_values(site, license_.expires_at), "attribute_not_exists(pk)") for site in sites),
+        *_site_puts(first, license_),
     ]
     try:
         transact(items)
@@ -693,32 +748,63 @@ def write_new_license(license_: License, sites: Sequence[Site]) -> None:
         if cancelled.failed(1):
             raise KeyTaken() from cancelled
         raise
+    add_sites(created, rest)
 
 
 class KeyTaken(Exception):
     """The license key is already held by another license."""
 
 
-def write_license_update(
-    read: License, updated: License, new_sites: Sequence[Site], site_names: Sequence[str]
-) -> None:
-    """Apply an update made on ``read``: the license item, the key item if the key changed,
-    new imported sites, and the ``expires_at`` copy on every existing site.
+def add_sites(read: License, sites: Sequence[Site]) -> None:
+    """Add imported ``sites`` (not yet in the table) to a license, a transaction per
+    ``_SITES_PER_WRITE``: each adds its sites and counts them on the license, under the
+    conditions that the counters stay within the limits, the term is the one read and no
+    renewal is under way. Raises ``StaleLicense`` when a condition failed (decide again)."""
+    for start in range(0, len(sites), _SITES_PER_WRITE):
+        chunk = sites[start : start + _SITES_PER_WRITE]
+        live, nonlive = _counts(chunk)
+        license_item = _update(
+            license_key(read.license_id),
+            "ADD live_active :live, nonlive_active :nonlive, site_items :items",
+            "term_start = :term_start AND attribute_not_exists(renewal)"
+            " AND live_active <= :max_live AND nonlive_active <= :max_nonlive",
+            None,
+            {
+                ":live": live,
+                ":nonlive": nonlive,
+                ":items": len(chunk),
+                ":term_start": read.term_start,
+                ":max_live": read.site_limit - live,
+                ":max_nonlive": NONLIVE_PER_LIVE * read.site_limit - nonlive,
+            },
+        )
+        try:
+            transact([license_item, *_site_puts(chunk, read)])
+        except Cancelled as cancelled:
+            if any(cancelled.failed(index) for index in range(len(chunk) + 1)):
+                raise StaleLicense(get_license(read.license_id)) from cancelled
+            raise
 
-    Atomic up to 100 items. Beyond that the license and the key move first and the sites'
-    ``expires_at`` copies follow in further transactions (an expiry change reaches the last
-    sites a few milliseconds later).
+
+def write_license_update(
+    read: License, updated: License, new_sites: Sequence[Site], sites: Sequence[Site]
+) -> None:
+    """Apply billing's update made on ``read``: the license item (only if it is still the
+    version read), the key item if the key changed, new imported sites (``add_sites``), and the
+    copy of ``expires_at`` on every site whose own copy differs — compared site by site, so a
+    retry repairs what an interrupted update left behind.
     """
     values = license_values(updated)
     sets = {
         name: values[name]
         for name in (
             "gsi1pk", "gsi2pk", "gsi3pk", "gsi3sk", "account_id", "plan", "site_limit",
-            "credits_per_term", "term_months", "term_start", "term_end", "expires_at",
-            "credits_total", "unallocated", "needs_allocation", "key_hash", "sites",
+            "credits_per_term", "term_months", "term_end", "expires_at", "key_hash",
         )
     }  # fmt: skip
-    items = [_license_update(read, sets, now=None)]
+    license_item = _license_update(read, sets, now=None)
+    license_item["Update"]["ConditionExpression"] += " AND attribute_not_exists(renewal)"
+    items = [license_item]
     if updated.key_hash != read.key_hash:
         items.append(
             _put(
@@ -741,139 +827,196 @@ def write_license_update(
                 }
             }
         )
-    items.extend(
-        _put(site_values(site, updated.expires_at), "attribute_not_exists(pk)") for site in new_sites
-    )
-    expiry_updates = []
-    if updated.expires_at != read.expires_at:
-        expiry_updates = [
-            _update(
-                site_key(read.license_id, name),
-                "SET expires_at = :expires_at",
-                "attribute_exists(pk)",
-                None,
-                {":expires_at": updated.expires_at},
-            )
-            for name in site_names
-        ]
-    room = MAX_TRANSACTION_ITEMS - len(items)
     try:
-        transact(items + expiry_updates[:room])
+        transact(items)
     except Cancelled as cancelled:
         _raise_for_license(cancelled)
         if updated.key_hash != read.key_hash and cancelled.failed(1):
             raise KeyTaken() from cancelled
         raise
-    for start in range(room, len(expiry_updates), MAX_TRANSACTION_ITEMS):
-        transact(expiry_updates[start : start + MAX_TRANSACTION_ITEMS])
+    add_sites(updated, new_sites)
+    stale_copies = [
+        _update(
+            site_key(read.license_id, site.site),
+            "SET expires_at = :expires_at",
+            "attribute_exists(pk)",
+            None,
+            {":expires_at": updated.expires_at},
+        )
+        for site in sites
+        if site.expires_at != updated.expires_at
+    ]
+    for start in range(0, len(stale_copies), MAX_TRANSACTION_ITEMS):
+        transact(stale_copies[start : start + MAX_TRANSACTION_ITEMS])
 
 
 # -- activation ---------------------------------------------------------------------------
 
 
+class SiteChanged(Exception):
+    """The site's item was not as the decision assumed; ``current`` is the site now (None: absent)."""
+
+    def __init__(self, current: Site | None) -> None:
+        super().__init__("site changed since it was read")
+        self.current = current
+
+
 def write_activation(
-    license_: License,
-    updated: License,
+    read: License,
+    plan: ActivationPlan,
     site: Site,
-    existed: bool,
+    previous: Site | None,
     now: str,
 ) -> None:
-    """Activate ``site`` (new, or inactive until now) and record it on the license, atomically.
+    """Activate ``site`` (new, inactive until now, or active with another environment or
+    network) and count it on the license, atomically.
 
-    The license part applies only to the version read and only if the license has not expired;
-    credits move from ``unallocated`` to the site (rule 1) in the same transaction.
+    The license part does not depend on its version, so activations of different sites never
+    retry against each other: it adds the plan's deltas to the active-site counters under the
+    condition that a counter that grows is below its limit, requires the key, the term and no
+    renewal under way and the license not expired, and (rule 1) moves exactly the unallocated
+    credits that were read. The site part requires the site as read. Raises ``StaleLicense``
+    (the license as it is now) or ``SiteChanged`` (the site as it is now).
     """
-    moved = license_.unallocated - updated.unallocated
-    license_item = _license_update(
-        license_,
-        {"unallocated": updated.unallocated, "needs_allocation": updated.needs_allocation},
-        now,
-        extra_names={"#sites": "sites", "#site": site.site},
-        extra_set_expressions=["#sites.#site = :entry"],
-    )
-    license_item["Update"]["ExpressionAttributeValues"][":entry"] = to_attribute(
-        _entry_values(updated.sites[site.site])
-    )
-    if existed:
+    sets: list[str] = []
+    adds: list[str] = []
+    conditions = [
+        "key_hash = :key_hash",
+        "term_start = :term_start",
+        "expires_at > :now",
+        "attribute_not_exists(renewal)",
+    ]
+    values: dict[str, Any] = {":key_hash": read.key_hash, ":term_start": read.term_start, ":now": now}
+    if plan.live_delta:
+        adds.append("live_active :live")
+        values[":live"] = plan.live_delta
+    if plan.live_delta > 0:
+        conditions.append("live_active < :site_limit")
+        values[":site_limit"] = read.site_limit
+    if plan.nonlive_delta:
+        adds.append("nonlive_active :nonlive")
+        values[":nonlive"] = plan.nonlive_delta
+    if plan.nonlive_delta > 0:
+        conditions.append("nonlive_active < :nonlive_limit")
+        values[":nonlive_limit"] = NONLIVE_PER_LIVE * read.site_limit
+    if previous is None:
+        adds.append("site_items :one")
+        values[":one"] = 1
+    if plan.auto_allocate:
+        sets.append("unallocated = :zero")
+        conditions += ["unallocated = :moved", "needs_allocation = :false"]
+        values |= {":zero": 0, ":moved": plan.auto_allocate, ":false": False}
+    if plan.sets_needs_allocation:
+        # Unconditional: concurrent first activations all set it (a condition on ``site_items``
+        # would make them retry against each other); at worst a first activation decided on a
+        # stale read sets it again after an Apply, and the customer applies once more.
+        sets.append("needs_allocation = :true")
+        values[":true"] = True
+    clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("ADD", adds)) if parts]
+    update = " ".join(clauses)
+    if update:
+        license_item = _update(license_key(read.license_id), update, " AND ".join(conditions), None, values)
+    else:  # an active site changing between staging and development: the license only checks
+        license_item = _condition_check(license_key(read.license_id), " AND ".join(conditions), values)
+    if previous is None:
+        site_item = _put(site_values(site, read.expires_at), "attribute_not_exists(pk)")
+    else:
+        site_values_ = {
+            ":true": True,
+            ":token_hash": site.token_hash,
+            ":environment": site.environment,
+            ":network": site.network,
+            ":moved": plan.auto_allocate,
+            ":now": now,
+            ":expires_at": read.expires_at,
+            ":was_active": previous.active,
+            ":was_environment": previous.environment,
+            ":was_network": previous.network,
+        }
         site_item = _update(
             site_key(site.license_id, site.site),
             "SET active = :true, token_hash = :token_hash, environment = :environment, network = :network,"
             " allocated = allocated + :moved, remaining = remaining + :moved, activated_at = :now,"
             " expires_at = :expires_at REMOVE deactivated_at",
-            "attribute_exists(pk)",
+            "active = :was_active AND environment = :was_environment AND network = :was_network",
             None,
-            {
-                ":true": True,
-                ":token_hash": site.token_hash,
-                ":environment": site.environment,
-                ":network": site.network,
-                ":moved": moved,
-                ":now": now,
-                ":expires_at": updated.expires_at,
-            },
+            site_values_,
         )
-    else:
-        site_item = _put(site_values(site, updated.expires_at), "attribute_not_exists(pk)")
     try:
         transact([license_item, site_item])
     except Cancelled as cancelled:
         _raise_for_license(cancelled)
+        if cancelled.failed(1):
+            old = cancelled.old(1)
+            raise SiteChanged(_site_from_item(old) if old else None) from cancelled
         raise
 
 
-def rotate_token(license_id: str, site: str, token_hash: str, now: str) -> Site:
+def rotate_token(license_id: str, previous: Site, token_hash: str, now: str) -> Site:
     """Give an active site a new token (the old one stops working): one UpdateItem.
 
-    Raises ``ConditionFailed`` (with the site as it was) when the site is not active or the
-    license has expired, so the caller can decide again.
+    Raises ``SiteChanged`` (the site as it is now) when the site is no longer active with the
+    environment and network read, or the license has expired, so the caller can decide again.
     """
-    response = _call(
-        client().update_item,
-        TableName=_table(),
-        Key=site_key(license_id, site),
-        UpdateExpression="SET token_hash = :token_hash",
-        ConditionExpression="active = :true AND expires_at > :now",
-        ExpressionAttributeValues={
-            ":token_hash": {"S": token_hash},
-            ":true": {"BOOL": True},
-            ":now": {"S": now},
-        },
-        ReturnValues="ALL_NEW",
-        ReturnValuesOnConditionCheckFailure="ALL_OLD",
-    )
+    try:
+        response = _call(
+            client().update_item,
+            TableName=_table(),
+            Key=site_key(license_id, previous.site),
+            UpdateExpression="SET token_hash = :token_hash",
+            ConditionExpression="active = :true AND expires_at > :now AND environment = :environment"
+            " AND network = :network",
+            ExpressionAttributeValues={
+                ":token_hash": {"S": token_hash},
+                ":true": {"BOOL": True},
+                ":now": {"S": now},
+                ":environment": {"S": previous.environment},
+                ":network": {"BOOL": previous.network},
+            },
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ConditionFailed as failed:
+        raise SiteChanged(_site_from_item(failed.old) if failed.old else None) from failed
     return _site_from_item(response["Attributes"])
 
 
-def write_deactivation(license_: License, updated: License, site: Site, now: str) -> None:
-    """Deactivate ``site``: its allocation shrinks to ``used``, the rest returns to ``unallocated``.
+def write_deactivation(read: License, site: Site, now: str, token_hash: str | None) -> None:
+    """Deactivate ``site``: its allocation shrinks to ``used``, the rest returns to
+    ``unallocated`` and it stops counting against its limit.
 
-    The site part requires the token, ``used`` and ``remaining`` that were read (a consume in
-    between makes it fail and the caller decides again on fresh values).
+    The site part requires the ``used`` and ``remaining`` that were read (a consume in between
+    makes it fail and the caller decides again on fresh values) and, for the plugin, the token;
+    the license part requires the term and no renewal under way (not the license's version:
+    deactivations of different sites do not retry against each other).
     """
-    license_item = _license_update(
-        license_,
-        {"unallocated": updated.unallocated},
+    counter = "live_active" if site.environment == "live" else "nonlive_active"
+    license_item = _update(
+        license_key(read.license_id),
+        f"SET unallocated = unallocated + :remaining ADD {counter} :minus",
+        "term_start = :term_start AND attribute_not_exists(renewal)",
         None,
-        extra_names={"#sites": "sites", "#site": site.site},
-        extra_set_expressions=["#sites.#site = :entry"],
+        {":remaining": site.remaining, ":minus": -1, ":term_start": read.term_start},
     )
-    license_item["Update"]["ExpressionAttributeValues"][":entry"] = to_attribute(
-        _entry_values(updated.sites[site.site])
-    )
+    condition = "active = :true AND used = :used AND remaining = :remaining"
+    values: dict[str, Any] = {
+        ":false": False,
+        ":true": True,
+        ":used": site.used,
+        ":zero": 0,
+        ":now": now,
+        ":remaining": site.remaining,
+    }
+    if token_hash is not None:
+        condition += " AND token_hash = :token_hash"
+        values[":token_hash"] = token_hash
     site_item = _update(
         site_key(site.license_id, site.site),
         "SET active = :false, allocated = :used, remaining = :zero, deactivated_at = :now"
         " REMOVE token_hash, consume_fence",
-        "token_hash = :token_hash AND used = :used AND remaining = :remaining",
+        condition,
         None,
-        {
-            ":false": False,
-            ":used": site.used,
-            ":zero": 0,
-            ":now": now,
-            ":token_hash": site.token_hash,
-            ":remaining": site.remaining,
-        },
+        values,
     )
     try:
         transact([license_item, site_item])
@@ -892,8 +1035,8 @@ class ConsumeRefused:
     """Why a consume was not charged, from the items as they were (no extra read)."""
 
     site_failed: bool  # the site's condition failed (bad token, expired, too few credits ...)
-    site: dict[str, Any] | None  # the site item as it was, when it failed and exists
-    entry: dict[str, Any] | None  # the existing ledger entry when the request_id was used
+    site: Site | None  # the site as it was, when it failed and exists
+    entry: LedgerConsume | None  # the existing ledger entry when the request_id was used
 
 
 def charge(
@@ -948,24 +1091,26 @@ def charge(
     except Cancelled as cancelled:
         if not (cancelled.failed(0) or cancelled.failed(1)):
             raise
+        old_site, old_entry = cancelled.old(0), cancelled.old(1)
         return ConsumeRefused(
             site_failed=cancelled.failed(0),
-            site=cancelled.old(0) if cancelled.failed(0) else None,
-            entry=cancelled.old(1) if cancelled.failed(1) else None,
+            site=_site_from_item(old_site) if cancelled.failed(0) and old_site else None,
+            entry=_consume_from_item(old_entry) if cancelled.failed(1) and old_entry else None,
         )
     return None
 
 
-def read_for_consume(
-    license_id: str, site: str, request_id: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The site item and the request's ledger entry (``None`` when absent): one strongly
+def read_for_consume(license_id: str, site: str, request_id: str) -> tuple[Site | None, LedgerConsume | None]:
+    """The site and the request's ledger entry (``None`` when absent): one strongly
     consistent BatchGetItem, for a consume that has no recent ``remaining`` of the site."""
     keys = [site_key(license_id, site), consume_entry_key(license_id, site, request_id)]
-    found = [from_item(item) for item in _batch_get(keys)]
-    site_item = next((item for item in found if item["pk"].startswith("LICENSE#")), None)
-    entry = next((item for item in found if item["pk"].startswith("LEDGER#")), None)
-    return site_item, entry
+    found = _batch_get(keys)
+    site_item = next((item for item in found if item["pk"]["S"].startswith("LICENSE#")), None)
+    entry = next((item for item in found if item["pk"]["S"].startswith("LEDGER#")), None)
+    return (
+        _site_from_item(site_item) if site_item else None,
+        _consume_from_item(entry) if entry else None,
+    )
 
 
 def record_answer(license_id: str, site: str, request_id: str, remaining: int) -> None:
@@ -1002,7 +1147,7 @@ def site_remaining(license_id: str, site: str) -> int:
 # -- portal -------------------------------------------------------------------------------
 
 
-def licenses_of_account(account_id: str) -> list[dict[str, Any]]:
+def licenses_of_account(account_id: str) -> list[LicenseListing]:
     """The licenses of an account (gsi1, eventually consistent: a list, not a balance)."""
     kwargs: Item = {
         "TableName": _table(),
@@ -1010,10 +1155,10 @@ def licenses_of_account(account_id: str) -> list[dict[str, Any]]:
         "KeyConditionExpression": "gsi1pk = :account",
         "ExpressionAttributeValues": {":account": {"S": f"ACCOUNT#{account_id}"}},
     }
-    licenses: list[dict[str, Any]] = []
+    licenses: list[LicenseListing] = []
     while True:
         response = _call(client().query, **kwargs)
-        licenses.extend(from_item(item) for item in response.get("Items", []))
+        licenses.extend(_listing_from_item(item) for item in response.get("Items", []))
         if "LastEvaluatedKey" not in response:
             return licenses
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -1028,7 +1173,7 @@ class AllocationChange(NamedTuple):  # a tuple: an Apply makes up to 98, a third
 class AllocationRefused(Exception):
     """An Apply the database refused: the license and sites as they were (None where they passed)."""
 
-    def __init__(self, license_: dict[str, Any] | None, sites: dict[str, dict[str, Any] | None]) -> None:
+    def __init__(self, license_: Item | None, sites: dict[str, Item | None]) -> None:
         super().__init__("allocation refused")
         self.license = license_
         self.sites = sites
@@ -1042,7 +1187,7 @@ def write_allocations(license_: License, changes: Sequence[AllocationChange], no
     active, still holding the allocation that was read, and not set below its ``used``.
     """
     delta = sum(change.new_allocated - change.old_allocated for change in changes)
-    condition = "term_start = :term_start AND expires_at > :now"
+    condition = "term_start = :term_start AND expires_at > :now AND attribute_not_exists(renewal)"
     values: dict[str, Any] = {
         ":delta": delta,
         ":term_start": license_.term_start,
@@ -1114,113 +1259,200 @@ def licenses_due(now: str) -> list[str]:
     return due
 
 
-class RenewedSite(NamedTuple):  # a tuple, like AllocationChange: one per site of the license
-    read: Site
-    allocated: int  # the new term's allocation (``used`` restarts at 0)
+def _renewal_attribute(renewal: PendingRenewal) -> Item:
+    return to_attribute(
+        {
+            "from_term": renewal.from_term,
+            "term_start": renewal.term_start,
+            "term_end": renewal.term_end,
+            "credits_total": renewal.credits_total,
+            "unallocated": renewal.unallocated,
+            "needs_allocation": renewal.needs_allocation,
+            "allocations": renewal.allocations,
+        }
+    )
 
 
-def write_renewal(
-    read: License,
-    renewed: License,
-    sites: Sequence[RenewedSite],
-    dropped: Sequence[Site],
-    expiry_entry: Mapping[str, Any],
-) -> None:
-    """Start the next term, once: one transaction over the license, its sites and the ledger.
+def begin_renewal(read: License, renewal: PendingRenewal) -> None:
+    """Record the decided next term on the license, once per term: only on the version read
+    and while no renewal is under way (``StaleLicense`` otherwise). From then on, writes that
+    change the license's totals wait for ``finish_renewal``."""
+    try:
+        _call(
+            client().update_item,
+            TableName=_table(),
+            Key=license_key(read.license_id),
+            UpdateExpression="SET renewal = :renewal, version = version + :one",
+            ConditionExpression="version = :version AND attribute_not_exists(renewal)",
+            ExpressionAttributeValues={
+                ":renewal": _renewal_attribute(renewal),
+                ":one": {"N": "1"},
+                ":version": {"N": str(read.version)},
+            },
+        )
+    except ConditionFailed as failed:
+        raise StaleLicense(None) from failed
 
-    The license part applies only to the version read (a second, overlapping run fails here
-    and changes nothing); each site must still show the ``used`` that was read, so the unused
-    credits written to the ledger as expired are exact; inactive sites leave the view.
+
+class RollRefused(Exception):
+    """Sites of a roll whose conditions failed: each as it is now (None: no longer there)."""
+
+    def __init__(self, sites: dict[str, Site | None]) -> None:
+        super().__init__(f"{len(sites)} site(s) changed")
+        self.sites = sites
+
+
+# Sites a roll moves in one transaction, beside its ledger record.
+ROLL_BATCH = MAX_TRANSACTION_ITEMS - 1
+
+
+def expiry_record_key(license_id: str, term_start: str, first_site: str | None = None) -> Item:
+    """The ledger's record of a term's end: ``EXPIRY#<term_start>`` for the license's totals and
+    ``EXPIRY#<term_start>#<first site>`` for each batch of sites a renewal rolled."""
+    suffix = f"#{first_site}" if first_site is not None else ""
+    return {"pk": {"S": f"LEDGER#{license_id}"}, "sk": {"S": f"EXPIRY#{term_start}{suffix}"}}
+
+
+def roll_sites(license_id: str, renewal: PendingRenewal, sites: Sequence[Site], now: str) -> None:
+    """Move up to ``ROLL_BATCH`` sites into the renewal's term, once each, with the ledger
+    record of what they leave behind, in one transaction.
+
+    An active site gets the new term's allocation, ``used`` 0, and loses its consume fence; an
+    inactive one is deleted (it leaves the view with its term). Each site must still be of the
+    ended term (so it moves once) with the ``used`` and ``remaining`` read (so the record is
+    exact while consumes race the renewal). Raises ``RollRefused`` with the sites that were not.
     """
+    from_term = {":from": {"S": renewal.from_term}}
+    of_ended_term = "(attribute_not_exists(term_start) OR term_start = :from)"
+    items: list[Item] = []
+    for site in sites:
+        read = {":used": {"N": str(site.used)}, ":remaining": {"N": str(site.remaining)}, **from_term}
+        if site.active:
+            allocated = {"N": str(renewal.allocations.get(site.site, 0))}
+            items.append(
+                _update_with_attributes(
+                    site_key(license_id, site.site),
+                    "SET allocated = :allocated, used = :zero, remaining = :allocated, term_start = :to"
+                    " REMOVE consume_fence",
+                    f"active = :true AND used = :used AND remaining = :remaining AND {of_ended_term}",
+                    {
+                        ":allocated": allocated,
+                        ":zero": {"N": "0"},
+                        ":to": {"S": renewal.term_start},
+                        ":true": {"BOOL": True},
+                        **read,
+                    },
+                )
+            )
+        else:
+            items.append(
+                {
+                    "Delete": {
+                        "TableName": _table(),
+                        "Key": site_key(license_id, site.site),
+                        "ConditionExpression": f"active = :false AND used = :used AND remaining = :remaining"
+                        f" AND {of_ended_term}",
+                        "ExpressionAttributeValues": {":false": {"BOOL": False}, **read},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+            )
+    record = {
+        **{
+            name: value["S"]
+            for name, value in expiry_record_key(license_id, renewal.from_term, sites[0].site).items()
+        },
+        "type": "expiry_sites",
+        "license_id": license_id,
+        "term_start": renewal.from_term,
+        "sites": {site.site: site.remaining for site in sites if site.active},  # what expires
+        "used": {site.site: site.used for site in sites},  # per site of the term, for audits
+        "at": now,
+    }
+    try:
+        transact([*items, _put(record, "attribute_not_exists(pk)")])
+    except Cancelled as cancelled:
+        failed = {
+            site.site: (_site_from_item(old) if (old := cancelled.old(index)) else None)
+            for index, site in enumerate(sites)
+            if cancelled.failed(index)
+        }
+        if failed or cancelled.failed(len(sites)):
+            raise RollRefused(failed) from cancelled
+        raise
+
+
+def expiry_records(license_id: str, term_start: str) -> list[dict[str, Any]]:
+    """The records of the sites a renewal of the term ``term_start`` rolled (strongly consistent)."""
+    kwargs: Item = {
+        "TableName": _table(),
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+        "ExpressionAttributeValues": {
+            ":pk": {"S": f"LEDGER#{license_id}"},
+            ":prefix": {"S": f"EXPIRY#{term_start}#"},
+        },
+        "ConsistentRead": True,
+    }
+    records: list[dict[str, Any]] = []
+    while True:
+        response = _call(client().query, **kwargs)
+        records.extend(from_item(item) for item in response.get("Items", []))
+        if "LastEvaluatedKey" not in response:
+            return records
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def finish_renewal(read: License, site_items: int, expiry_entry: Mapping[str, Any]) -> None:
+    """Start the renewal's term on the license (the commit point: readers see the new term
+    everywhere) with the license's ledger record of the ended term, once: only on the version
+    read and while that renewal is the one under way (``StaleLicense`` otherwise)."""
+    renewal = read.renewal
+    assert renewal is not None
+    renewed = replace(read, term_end=renewal.term_end)
     sets = {
         "gsi3sk": _index_keys(renewed)["gsi3sk"],
-        "term_start": renewed.term_start,
-        "term_end": renewed.term_end,
-        "credits_total": renewed.credits_total,
-        "unallocated": renewed.unallocated,
-        "needs_allocation": renewed.needs_allocation,
+        "term_start": renewal.term_start,
+        "term_end": renewal.term_end,
+        "credits_total": renewal.credits_total,
+        "unallocated": renewal.unallocated,
+        "needs_allocation": renewal.needs_allocation,
+        "site_items": site_items,
     }
     license_item = _license_update(read, sets, now=None)
-    _write_entries(license_item, read.sites, renewed.sites)
-    items = [license_item]
-    items.extend(
-        _update_with_attributes(
-            site_key(read.license_id, renewed_site.read.site),
-            "SET allocated = :allocated, used = :zero, remaining = :allocated REMOVE consume_fence",
-            "used = :used AND remaining = :remaining",
-            {
-                ":allocated": {"N": str(renewed_site.allocated)},
-                ":zero": {"N": "0"},
-                ":used": {"N": str(renewed_site.read.used)},
-                ":remaining": {"N": str(renewed_site.read.remaining)},
-            },
-        )
-        for renewed_site in sites
-    )
-    items.extend(
-        {
-            "Delete": {
-                "TableName": _table(),
-                "Key": site_key(read.license_id, site.site),
-                "ConditionExpression": "active = :false",
-                "ExpressionAttributeValues": {":false": {"BOOL": False}},
-            }
-        }
-        for site in dropped
-    )
-    items.append(
-        _put(
-            {
-                "pk": f"LEDGER#{read.license_id}",
-                "sk": f"EXPIRY#{read.term_start}",
-                "type": "expiry",
-                "license_id": read.license_id,
-                **expiry_entry,
-            },
-            "attribute_not_exists(pk)",
-        )
-    )
+    update = license_item["Update"]
+    update["UpdateExpression"] += " REMOVE #renewal"
+    update["ExpressionAttributeNames"]["#renewal"] = "renewal"
+    update["ConditionExpression"] += " AND #renewal.term_start = :renewing"
+    update["ExpressionAttributeValues"][":renewing"] = {"S": renewal.term_start}
+    record = {
+        **{name: value["S"] for name, value in expiry_record_key(read.license_id, read.term_start).items()},
+        "type": "expiry",
+        "license_id": read.license_id,
+        **expiry_entry,
+    }
     try:
-        transact(items)
+        transact([license_item, _put(record, "attribute_not_exists(pk)")])
     except Cancelled as cancelled:
-        _raise_for_license(cancelled)
         if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
             raise StaleLicense(None) from cancelled
         raise
 
 
-def fence_consumes(license_id: str, sites: Sequence[str], until: str, version: int | None = None) -> None:
+def fence_consumes(license_id: str, sites: Sequence[str], until: str) -> None:
     """Hold the consumes of ``sites`` off until ``until`` (a short lease), so that a write that
-    must see settled counters (a renewal, a deactivation) can read them and write once, even
-    while the sites keep spending.
+    must see settled counters (a renewal's batch, a deactivation) can read them and write once,
+    even while the sites keep spending.
 
-    With ``version``, applies only to that version of the license. Consumes refused by the
-    fence answer 503 with ``Retry-After``; the fenced write removes the fence, and a writer that
-    dies leaves a fence that simply lapses.
+    Consumes refused by the fence answer 503 with ``Retry-After``; the fenced write removes the
+    fence, and a writer that dies leaves a fence that simply lapses.
     """
-    items: list[Item] = []
-    if version is not None:
-        items.append(
-            {
-                "ConditionCheck": {
-                    "TableName": _table(),
-                    "Key": license_key(license_id),
-                    "ConditionExpression": "version = :version",
-                    "ExpressionAttributeValues": {":version": {"N": str(version)}},
-                }
-            }
-        )
     fence = "SET consume_fence = :until"
-    items.extend(
-        _update(site_key(license_id, site), fence, "attribute_exists(pk)", None, {":until": until})
-        for site in sites
+    transact(
+        [
+            _update(site_key(license_id, site), fence, "attribute_exists(pk)", None, {":until": until})
+            for site in sites
+        ]
     )
-    try:
-        transact(items)
-    except Cancelled as cancelled:
-        if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
-            raise StaleLicense(None) from cancelled
-        raise
 
 
 def mark_expired(read: License) -> None:

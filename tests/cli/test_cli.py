@@ -13,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 
-from ai_credits import services, store
+from ai_credits import store
 from ai_credits.credentials import hash_license_key
 from ai_credits.models import ActivationRequest, ConsumeRequest
+from ai_credits.services import plugin as services
 from local import cli
 
 TERM = ["--term-start", "2026-11-01T00:00:00Z", "--term-end", "2027-11-01T00:00:00Z"]
@@ -207,14 +208,19 @@ def test_show_json_and_the_expired_credits_of_a_renewal(moto_table):
     assert status == 0
     assert answer["license"]["status"] == "expired"
     assert answer["license"]["term_start"] == "2027-11-01T00:00:00Z"
-    consume, expiry = answer["ledger"]
+    consume, expiry, sites = answer["ledger"]
     assert (consume["type"], consume["site"], consume["amount"], consume["request_id"]) == (
         "consume",
         "example.com",
         5,
         "r-1",
     )
-    assert (expiry["type"], expiry["expired"], expiry["sites"]) == ("expiry", 995, {"example.com": 995})
+    assert (expiry["type"], expiry["expired"]) == ("expiry", 995)
+    assert (sites["type"], sites["sites"], sites["used"]) == (
+        "expiry_sites",
+        {"example.com": 995},
+        {"example.com": 5},
+    )
     assert not {"pk", "sk", "body_hash", "token_hash", "key_hash"} & {
         key for entry in answer["ledger"] for key in entry
     }

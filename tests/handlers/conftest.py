@@ -103,6 +103,7 @@ FUNCTION_OF_EVENT = {
     "list_licenses": "licenses",
     "get_credits": "licenses",
     "put_allocations": "allocate",
+    "portal_deactivate": "allocate",
 }
 
 

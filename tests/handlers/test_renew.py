@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ai_credits import services, store
-from ai_credits.domain import License, Site, SiteEntry
+from ai_credits import store
+from ai_credits.domain import License, Site
+from ai_credits.services import fences as fencing
 from tests.handlers.conftest import renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
@@ -74,10 +75,13 @@ def test_the_unused_credits_of_the_ended_term_are_written_to_the_ledger_as_expir
     renew(_at("2027-11-01T01:00:00Z"))
 
     [expiry] = [entry for entry in store.ledger_entries("lic-e") if entry["type"] == "expiry"]
-    assert (expiry["term_start"], expiry["expired"], expiry["sites"]) == (
+    [sites] = [entry for entry in store.ledger_entries("lic-e") if entry["type"] == "expiry_sites"]
+    assert (expiry["term_start"], expiry["expired"], sites["term_start"], sites["sites"], sites["used"]) == (
         "2026-11-01T00:00:00Z",
         700,
+        "2026-11-01T00:00:00Z",
         {"shop.com": 700},
+        {"shop.com": 300},
     )
 
 
@@ -156,14 +160,14 @@ def test_licenses_not_due_are_left_alone(provision):
 def test_one_failing_license_does_not_stop_the_others(provision, monkeypatch):
     provision("lic-ok", expires_at=PAID)
     provision("lic-broken", expires_at=PAID)
-    original = store.write_renewal
+    original = store.begin_renewal
 
     def failing(read, *args, **kwargs):
         if read.license_id == "lic-broken":
             raise RuntimeError("injected failure")
         return original(read, *args, **kwargs)
 
-    monkeypatch.setattr(store, "write_renewal", failing)
+    monkeypatch.setattr(store, "begin_renewal", failing)
     result = renew(_at("2027-11-01T01:00:00Z"))
 
     assert result["renewed"] == ["lic-ok"]
@@ -194,7 +198,9 @@ def test_renewal_requests_per_license(provision, activate, dynamodb_calls):
 
     renew({"license_id": "lic-count", "time": "2027-11-01T01:00:00Z"})
 
-    assert dict(dynamodb_calls) == {"Query": 1, "TransactWriteItems": 1}
+    # The license and its sites; begin; one batch of sites with its record; the batches'
+    # records (for the totals); finish with the license's record.
+    assert dict(dynamodb_calls) == {"Query": 2, "UpdateItem": 1, "TransactWriteItems": 2}
 
 
 def test_a_fenced_pool_answers_503_with_retry_after_and_charges_nothing(
@@ -224,15 +230,14 @@ def test_a_renewal_that_keeps_losing_to_consumes_fences_them_and_renews_once(
 ):
     provision("lic-busy", license_key="key-busy-secret", expires_at=PAID)
     token = activate("key-busy-secret", "shop.com").body["activation_token"]
-    original, fences, losses = store.write_renewal, [], []
+    original, fences, losses = store.roll_sites, [], []
 
-    def busy(read, *args, **kwargs):
-        if len(losses) < services.OPTIMISTIC_ATTEMPTS:  # a consume lands between read and write
-            losses.append(read.version)
-            raise store.StaleLicense(None)
-        return original(read, *args, **kwargs)
+    def busy(*args, **kwargs):
+        if len(losses) < fencing.OPTIMISTIC_ATTEMPTS:  # a consume lands between read and write
+            losses.append(consume(token, 1, request_id=f"race-{len(losses)}").status)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "write_renewal", busy)
+    monkeypatch.setattr(store, "roll_sites", busy)
     real_fence = store.fence_consumes
 
     def recording_fence(*args, **kwargs):
@@ -244,43 +249,43 @@ def test_a_renewal_that_keeps_losing_to_consumes_fences_them_and_renews_once(
     result = renew({"license_id": "lic-busy", "time": "2027-11-01T01:00:00Z"})
 
     assert result["renewed"] == ["lic-busy"]
+    assert losses == [200] * fencing.OPTIMISTIC_ATTEMPTS
     assert len(fences) == 1 and fences[0][1] == ["shop.com"]
+    [record] = [entry for entry in store.ledger_entries("lic-busy") if entry["type"] == "expiry_sites"]
+    assert record["used"] == {"shop.com": fencing.OPTIMISTIC_ATTEMPTS}, "every racing consume is counted"
     assert consume(token, 5).status == 200, "the renewal's write removed the fence"
 
 
-@pytest.mark.parametrize("inactive", [2, 40], ids=["a few entries change", "most entries change"])
-def test_a_renewal_leaves_the_licenses_site_map_with_its_active_sites_at_used_0(table, inactive):
-    # Given a license whose map holds a re-activated site (its entry still holds the credits used
-    # before its deactivation), an active site and inactive sites
-    entries = {
-        "back.com": SiteEntry("live", network=False, active=True, used=30),
-        "kept.com": SiteEntry("staging", network=True, active=True),
-        **{
-            f"gone{n}.com": SiteEntry("staging", network=False, active=False, used=n) for n in range(inactive)
-        },
-    }
+@pytest.mark.parametrize("inactive", [2, 140], ids=["a few inactive sites", "more than one batch"])
+def test_a_renewal_keeps_the_active_sites_at_used_0_drops_the_inactive_and_counts_what_is_left(
+    table, inactive
+):
+    # Given a license with a live and a staging site active and inactive sites
+    sites = [
+        Site(license_id="lic-map", site="back.com", environment="live", network=False, active=True,
+             allocated=50, used=20, remaining=30, activated_at="2026-11-02T00:00:00Z"),
+        Site(license_id="lic-map", site="kept.com", environment="staging", network=True, active=True,
+             allocated=50, used=20, remaining=30, activated_at="2026-11-02T00:00:00Z"),
+        *(
+            Site(license_id="lic-map", site=f"gone{n}.com", environment="staging", network=False, active=False,
+                 allocated=n, used=n, remaining=0, activated_at="2026-11-02T00:00:00Z")
+            for n in range(inactive)
+        ),
+    ]  # fmt: skip
     license_ = License(
         license_id="lic-map", account_id="acct-1", plan="multi-site", site_limit=5, credits_per_term=1000,
         term_months=12, term_start="2026-11-01T00:00:00Z", term_end=TERM_END, expires_at=PAID,
-        credits_total=1000, unallocated=900, needs_allocation=False, key_hash="hash-map", version=1,
-        sites=entries,
+        credits_total=1000, unallocated=900 - sum(range(inactive)), needs_allocation=False, key_hash="hash-map",
+        version=1,
     )  # fmt: skip
-    sites = [
-        Site(license_id="lic-map", site=name, environment=entry.environment, network=entry.network,
-             active=entry.active, allocated=50 if entry.active else entry.used, used=20 if entry.active else entry.used,
-             remaining=30 if entry.active else 0, activated_at="2026-11-02T00:00:00Z")
-        for name, entry in entries.items()
-    ]  # fmt: skip
     store.write_new_license(license_, sites)
 
     # When its term ends
     assert renew(_at("2027-11-01T01:00:00Z"))["renewed"] == ["lic-map"]
 
-    # Then the map holds the active sites only, each at used 0, and their site items too
+    # Then the active sites are left, each at used 0 in the new term, and the counters say so
     renewed, renewed_sites = store.get_license_with_sites("lic-map")
-    assert renewed is not None
-    assert renewed.sites == {
-        "back.com": SiteEntry("live", network=False, active=True),
-        "kept.com": SiteEntry("staging", network=True, active=True),
-    }
+    assert renewed is not None and renewed.renewal is None
+    assert (renewed.live_active, renewed.nonlive_active, renewed.site_items) == (1, 1, 2)
+    assert {site.term_start for site in renewed_sites} == {renewed.term_start}
     assert {site.site: site.used for site in renewed_sites} == {"back.com": 0, "kept.com": 0}

@@ -31,7 +31,7 @@ def _consume(token: str, amount: int, request_id: str):
 
 
 def test_consume_requests_on_dynamodb_local(dynamodb_local_calls):
-    from ai_credits import services
+    from ai_credits.services import plugin as services
 
     token = _provisioned_token()
     dynamodb_local_calls.clear()

@@ -51,10 +51,11 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeo
 from botocore.httpsession import URLLib3Session
 from botocore.retries import standard
 
-from ai_credits import services, store
+from ai_credits import store
 from ai_credits.audit import reconcile
 from ai_credits.config import settings
 from ai_credits.observability import logger
+from ai_credits.services import plugin as services
 from tests.handlers.conftest import LICENSE_TEMPLATE, Answer, invoke, make_event
 
 SEED = 20261125

@@ -16,7 +16,7 @@ from ai_credits.credentials import (
     new_activation_token,
     parse_activation_token,
 )
-from ai_credits.domain import License, SiteEntry
+from ai_credits.domain import License, Site
 
 LICENSE = License(
     license_id="lic-1",
@@ -34,75 +34,122 @@ LICENSE = License(
     key_hash="h",
     version=1,
 )
-LIVE = SiteEntry("live", network=False, active=True)
-STAGING = SiteEntry("staging", network=False, active=True)
+
+
+def _site(
+    name: str, environment: str = "live", active: bool = True, allocated: int = 0, used: int = 0
+) -> Site:
+    return Site(
+        license_id="lic-1", site=name, environment=environment, network=False, active=active,
+        allocated=allocated, used=used, remaining=allocated - used if active else 0, activated_at="t",
+    )  # fmt: skip
+
+
+ONE_LIVE = replace(LICENSE, unallocated=0, live_active=1, site_items=1)
+ONE_STAGING = replace(LICENSE, nonlive_active=1, site_items=1)
 
 
 @pytest.mark.parametrize(
-    ("license_", "site", "environment", "created", "auto_allocate", "needs_allocation"),
+    ("license_", "previous", "environment", "created", "auto_allocate", "sets_needs_allocation"),
     [
-        pytest.param(LICENSE, "a.com", "live", True, 1000, False, id="rule1: first live site takes everything"),
-        pytest.param(LICENSE, "s.a.com", "staging", True, 0, False, id="rule1: staging starts at 0"),
-        pytest.param(LICENSE, "a.local", "development", True, 0, False, id="rule1: development starts at 0"),
+        pytest.param(LICENSE, None, "live", True, 1000, False, id="rule1: first live site takes everything"),
+        pytest.param(LICENSE, None, "staging", True, 0, False, id="rule1: staging starts at 0"),
+        pytest.param(LICENSE, None, "development", True, 0, False, id="rule1: development starts at 0"),
         pytest.param(
-            replace(LICENSE, unallocated=400, sites={"a.com": replace(LIVE, active=False, used=600)}),
-            "a.com", "live", True, 400, False, id="rule1: reactivated live site takes the unallocated rest",
-        ),
-        pytest.param(
-            replace(LICENSE, unallocated=0, sites={"a.com": LIVE}),
-            "a.com", "live", False, 0, False, id="active site again: token rotation only",
+            replace(LICENSE, unallocated=400, site_items=1), _site("a.com", active=False, allocated=600, used=600),
+            "live", True, 400, False, id="rule1: reactivated live site takes the unallocated rest",
         ),
         pytest.param(
             replace(LICENSE, needs_allocation=True),
-            "a.com", "live", True, 0, True, id="rule7: nothing automatic while the customer must allocate",
+            None, "live", True, 0, False, id="rule7: nothing automatic while the customer must allocate",
         ),
         pytest.param(
             replace(LICENSE, plan="multi-site", site_limit=3),
-            "a.com", "live", True, 0, True, id="rule2: first multi-site activation needs allocation",
+            None, "live", True, 0, True, id="rule2: first multi-site activation needs allocation",
         ),
         pytest.param(
-            replace(LICENSE, plan="multi-site", site_limit=3, sites={"b.com": LIVE}),
-            "a.com", "live", True, 0, False, id="rule2: later multi-site activations leave the flag",
+            replace(LICENSE, plan="multi-site", site_limit=3, live_active=1, site_items=1),
+            None, "live", True, 0, False, id="rule2: later multi-site activations leave the flag",
         ),
         pytest.param(
-            replace(LICENSE, sites={"a.com": STAGING}, unallocated=1000),
-            "a.com", "live", False, 1000, False, id="a staging site turning live is rule 1's live site",
+            ONE_STAGING, _site("a.com", "staging"),
+            "live", False, 1000, False, id="a staging site turning live is rule 1's live site",
         ),
     ],
 )  # fmt: skip
-def test_plan_activation(license_, site, environment, created, auto_allocate, needs_allocation):
-    plan = rules.plan_activation(license_, site, environment, network=False)
+def test_plan_activation(license_, previous, environment, created, auto_allocate, sets_needs_allocation):
+    plan = rules.plan_activation(license_, previous, environment, network=False)
 
-    assert (plan.created, plan.auto_allocate, plan.needs_allocation) == (
+    assert (plan.created, plan.auto_allocate, plan.sets_needs_allocation, plan.rotate_only) == (
         created,
         auto_allocate,
-        needs_allocation,
+        sets_needs_allocation,
+        False,
     )
-    assert plan.entry.active is True
+
+
+def test_an_active_site_activated_again_as_it_is_only_rotates_its_token():
+    plan = rules.plan_activation(ONE_LIVE, _site("a.com"), "live", network=False)
+
+    assert plan.rotate_only and not plan.created
+    assert (plan.live_delta, plan.nonlive_delta, plan.auto_allocate) == (0, 0, 0)
 
 
 @pytest.mark.parametrize(
-    ("sites", "site", "environment"),
+    ("previous", "environment", "deltas"),
     [
-        ({"a.com": LIVE}, "b.com", "live"),
-        ({"a.com": LIVE, "s.a.com": STAGING}, "c.com", "live"),
+        (None, "live", (1, 0)),
+        (None, "staging", (0, 1)),
+        (_site("a.com", "staging"), "live", (1, -1)),
+        (_site("a.com", "live"), "development", (-1, 1)),
+        (_site("a.com", "staging"), "development", (0, 0)),
+        (_site("a.com", "live", active=False), "live", (1, 0)),
     ],
 )
-def test_a_new_live_site_beyond_the_limit_is_refused(sites, site, environment):
+def test_the_counters_move_by_what_the_site_was_and_becomes(previous, environment, deltas):
+    license_ = replace(LICENSE, site_limit=2, live_active=1, nonlive_active=1, needs_allocation=True)
+
+    plan = rules.plan_activation(license_, previous, environment, network=False)
+
+    assert (plan.live_delta, plan.nonlive_delta) == deltas
+
+
+@pytest.mark.parametrize(
+    ("license_", "previous", "environment"),
+    [
+        (ONE_LIVE, None, "live"),
+        (replace(ONE_LIVE, nonlive_active=10), None, "staging"),
+        (replace(ONE_LIVE, nonlive_active=10), None, "development"),
+        (replace(LICENSE, site_limit=3, nonlive_active=30), None, "staging"),
+        (replace(ONE_LIVE, nonlive_active=1), _site("s.a.com", "staging"), "live"),
+    ],
+    ids=[
+        "live beyond site_limit",
+        "staging beyond 10x",
+        "development beyond 10x",
+        "10x of 3",
+        "turning live",
+    ],
+)
+def test_a_new_activation_beyond_its_limit_is_refused(license_, previous, environment):
     with pytest.raises(rules.ActivationLimit):
-        rules.plan_activation(replace(LICENSE, sites=sites), site, environment, network=False)
+        rules.plan_activation(license_, previous, environment, network=False)
 
 
 @pytest.mark.parametrize(
-    ("sites", "site", "environment"),
+    ("license_", "previous", "environment"),
     [
-        ({"a.com": LIVE}, "a.com", "live"),
-        ({"a.com": LIVE}, "s.a.com", "staging"),
-        ({"a.com": replace(LIVE, active=False)}, "b.com", "live"),
+        (ONE_LIVE, _site("a.com"), "live"),
+        (ONE_LIVE, None, "staging"),
+        (replace(ONE_LIVE, nonlive_active=9), None, "staging"),
+        (replace(LICENSE, live_active=0, site_items=1), _site("a.com", active=False), "live"),
+        (replace(ONE_LIVE, nonlive_active=10), _site("s.a.com", "staging"), "development"),
     ],
-)
-def test_the_limit_counts_only_other_active_live_sites(sites, site, environment):
-    rules.plan_activation(replace(LICENSE, sites=sites), site, environment, network=False)
+    ids=["the same live site", "staging beside a live site", "the 10th staging site", "live after deactivation",
+         "staging to development at the cap"],
+)  # fmt: skip
+def test_the_limits_count_only_other_active_sites(license_, previous, environment):
+    rules.plan_activation(license_, previous, environment, network=False)
 
 
 def _imported(*pairs):
