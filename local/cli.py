@@ -433,11 +433,11 @@ def _validated(body: Mapping[str, Any]) -> ProvisionRequest:
 
 
 def _show(arguments: argparse.Namespace, out: TextIO) -> int:
-    license_, sites = store.get_license_with_sites(arguments.license_id)
+    license_, sites, grants = store.get_license_view(arguments.license_id)
     if license_ is None:
         print(f"error: not_found: no license {arguments.license_id!r}", file=sys.stderr)
         return 1
-    view = views.license_view(license_, sites, _now(arguments))
+    view = views.license_view(license_, sites, grants, _now(arguments))
     ledger = _ledger(arguments.license_id)
     if arguments.json:
         _dump({"license": view.model_dump(), "ledger": ledger}, out)

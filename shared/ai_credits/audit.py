@@ -3,9 +3,11 @@
 
 What must hold (API.md, "Words" and rules 3 and 6):
 - every site: ``0 <= used <= allocated`` and ``remaining == allocated - used`` (so never below 0);
-- the license: ``unallocated >= 0`` and ``unallocated + sum(allocated) == credits_total``;
+- the license: ``unallocated >= 0`` and ``unallocated + sum(allocated) == credits_total``, and
+  ``credits_total == term_credits + carried_over + granted`` (rule 10);
 - the license's counters agree with the site items (active live, active staging/development, all);
-- the ledger replayed from zero equals the counters: for every site, the consume entries add up
+- the ledger replayed from zero equals the counters: for every site, the consume entries less
+  the refunds add up
   to the ``used`` of its ended terms (recorded in the expiry entries) plus its current ``used``.
 """
 
@@ -37,6 +39,13 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
         problems.append(
             f"unallocated {license_.unallocated} + allocated {allocated} != credits_total {total}"
         )
+    if license_.term_credits is not None and license_.renewal is None:
+        parts = license_.term_credits + license_.carried_over + license_.granted
+        if parts != license_.credits_total:
+            problems.append(
+                f"term_credits {license_.term_credits} + carried_over {license_.carried_over}"
+                f" + granted {license_.granted} != credits_total {license_.credits_total}"
+            )
     live = sum(1 for site in sites if site.active and site.environment == "live")
     nonlive = sum(1 for site in sites if site.active and site.environment != "live")
     counted = (license_.live_active, license_.nonlive_active, license_.site_items)
@@ -51,6 +60,8 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
                 problems.append(f"consume entry {entry.get('sk')}: bad amount {entry.get('amount')!r}")
                 continue
             consumed[entry["site"]] += entry["amount"]
+        elif entry.get("type") == "refund":  # rule 12: the site's used fell by it
+            consumed[entry["site"]] -= entry["refunded"]
         elif entry.get("type") in ("expiry", "expiry_sites"):  # a term's end: totals, then per site
             accounted.update(entry.get("used", {}))
     for name in sorted(set(consumed) | set(accounted)):

@@ -20,7 +20,9 @@ class PendingRenewal:
     While it is pending, the sites move to the new term one batch at a time (each site's
     ``term_start`` says which term its counters belong to); readers show the new term for
     every site, and writes that change the license's totals wait (503) until it finishes.
-    ``allocations`` lists the new term's non-zero allocations (the others are 0).
+    ``allocations`` lists the new term's non-zero allocations (the others are 0). Credits carried
+    over (rule 10) are not in these figures: they depend on what the ended term's sites spend
+    until they move, so ``finish`` adds them, exactly, when every site has moved.
     """
 
     from_term: str
@@ -30,6 +32,23 @@ class PendingRenewal:
     unallocated: int
     needs_allocation: bool
     allocations: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Credits added to a license outside its plan (a top-up, a goodwill credit), rule 9.
+
+    ``credits`` is what it brought into the term ``term_start`` (granted in it, or carried into it
+    by rule 10); ``expires_at`` None: usable until the end of the term it was granted in.
+    """
+
+    grant_id: str
+    credits: int
+    expires_at: str | None
+    granted_at: str
+    reason: str | None
+    term_start: str
+    body_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +62,7 @@ class License:
     term_start: str
     term_end: str
     expires_at: str
-    credits_total: int  # what the current term started with
+    credits_total: int  # the current term's: term_credits + carried_over + granted
     unallocated: int
     needs_allocation: bool
     key_hash: str
@@ -55,6 +74,11 @@ class License:
     nonlive_active: int = 0
     site_items: int = 0
     renewal: PendingRenewal | None = None
+    # What ``credits_total`` is made of (rule 10): the term's own credits (``credits_per_term``
+    # when it started), the grants' credits carried into it, and the grants applied during it.
+    term_credits: int | None = None  # None on items older than the field: all of credits_total
+    carried_over: int = 0
+    granted: int = 0
     counters_stored: bool = True  # False: an item older than the counters (see store.migrate_counters)
 
     @property
@@ -91,6 +115,7 @@ class LedgerConsume:
     feature: str | None = None
     subsite: str | None = None
     remaining_after: int | None = None  # the first answer's ``remaining``, kept for replays
+    term_start: str | None = None  # the site's term it was charged in (None: older entries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,12 @@ class IdempotencyConflict(DomainError):
     status, code, title = 409, "idempotency_conflict", "request_id reused with a different body"
 
 
+class TermEnded(DomainError):
+    """A refund of a consume made in an earlier term (rule 12)."""
+
+    status, code, title = 409, "term_ended", "The consume's term has ended"
+
+
 class LicenseKeyInUse(DomainError):
     """Not in the contract's table: provisioning a key that another license already holds."""
 

@@ -153,6 +153,15 @@ class CreditsSite(_Response):
     activated_at: str
 
 
+class GrantRow(_Response):
+    grant_id: str
+    credits: int  # what it brought into this term (granted in it, or carried into it)
+    remaining: int  # what is left of it by rule 10's spending order
+    expires_at: str | None
+    granted_at: str
+    reason: str | None
+
+
 class CreditsView(_Response):
     """The *Manage AI Credits* screen; also what provisioning answers."""
 
@@ -165,6 +174,8 @@ class CreditsView(_Response):
     allocated: int
     unallocated: int
     needs_allocation: bool
+    carried_over: int
+    grants: list[GrantRow]
     sites: list[CreditsSite]
 
 
@@ -191,6 +202,33 @@ class DeactivationRequest(_Request):
     """The portal's removal of a site from the account."""
 
     site_url: SiteUrl
+
+
+class GrantRequest(_Request):
+    """A top-up or goodwill credit, applied exactly once per ``grant_id`` (rule 9)."""
+
+    grant_id: RequestId
+    credits: Annotated[StrictInt, Field(ge=1, le=MAX_CREDITS)]
+    expires_at: Timestamp | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class RefundRequest(_Request):
+    """Give back the credits of a charged consume or capture (rule 12); ``amount``: all it charged."""
+
+    site_url: SiteUrl
+    request_id: RequestId
+    amount: ConsumeAmount | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    subsite_url: SiteUrl | None = None
+
+
+class RefundResponse(_Response):
+    request_id: str
+    site: str
+    refunded: int
+    remaining: int
+    replayed: bool
 
 
 class ImportedActivation(_Request):

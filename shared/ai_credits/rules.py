@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp
-from ai_credits.domain import Environment, License, Plan, Site, Status
+from ai_credits.domain import Environment, Grant, License, Plan, Site, Status
 from ai_credits.site_urls import InvalidSiteUrl, classify_environment, normalize_site_url
 
 __all__ = [
@@ -24,7 +24,10 @@ __all__ = [
     "InvalidSiteUrl",
     "OverAllocated",
     "Renewal",
+    "carry_over",
     "classify_environment",
+    "grant_remaining",
+    "grant_target",
     "import_allocations",
     "is_expired",
     "license_status",
@@ -270,3 +273,66 @@ def plan_renewal(license_: License, sites: Sequence[Site], now: str) -> Renewal:
         needs_allocation=needs_allocation,
         dropped=tuple(sorted(site.site for site in sites if not site.active)),
     )
+
+
+# -- grants and carry-over (rules 9 and 10) -----------------------------------------------
+
+
+def ends_with_term(grant: Grant, term_end: str) -> bool:
+    """Rule 10: a grant without ``expires_at``, or one not after ``term_end``, ends with the term."""
+    return grant.expires_at is None or grant.expires_at <= term_end
+
+
+def spending_order(term_end: str, grants: Sequence[Grant]) -> list[Grant]:
+    """Rule 10: credits that expire first are spent first. The term's own credits come first
+    (callers spend them before this list); then the grants that end with the term, then the
+    others by ``expires_at``; ties by ``expires_at``, then ``grant_id``."""
+
+    def key(grant: Grant) -> tuple[str, str, str]:
+        ends = term_end if ends_with_term(grant, term_end) else grant.expires_at or term_end
+        return ends, grant.expires_at or "", grant.grant_id
+
+    return sorted(grants, key=key)
+
+
+def grant_remaining(term_credits: int, term_end: str, grants: Sequence[Grant], used: int) -> dict[str, int]:
+    """What is left of each grant of the term once ``used`` credits (every site of the term,
+    active or not) are taken in rule 10's order: the term's own credits first."""
+    left = max(0, used - term_credits)
+    remaining: dict[str, int] = {}
+    for grant in spending_order(term_end, grants):
+        spent = min(grant.credits, left)
+        left -= spent
+        remaining[grant.grant_id] = grant.credits - spent
+    return remaining
+
+
+def carry_over(
+    term_credits: int, term_end: str, grants: Sequence[Grant], used: int, next_term_start: str
+) -> dict[str, int]:
+    """Rule 10 at a renewal: the unspent credits of each grant whose ``expires_at`` is after the
+    next term's start carry into it (grants with nothing left are not listed)."""
+    remaining = grant_remaining(term_credits, term_end, grants, used)
+    return {
+        grant.grant_id: remaining[grant.grant_id]
+        for grant in grants
+        if grant.expires_at is not None and grant.expires_at > next_term_start and remaining[grant.grant_id]
+    }
+
+
+def live_site_of(sites: Sequence[Site]) -> Site | None:
+    """A single-site license's live site: its active live site (the one activated first, should
+    an import have brought several)."""
+    live = sorted(
+        (site for site in sites if site.active and site.environment == "live"),
+        key=lambda site: (site.activated_at, site.site),
+    )
+    return live[0] if live else None
+
+
+def grant_target(license_: License, sites: Sequence[Site]) -> Site | None:
+    """Rule 9: a grant's credits go at once to the live site of a single-site license that is
+    active and does not need allocation (rule 1); otherwise (None) they wait in ``unallocated``."""
+    if license_.plan != "single-site" or license_.needs_allocation:
+        return None
+    return live_site_of(sites)

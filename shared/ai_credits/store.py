@@ -7,7 +7,7 @@ One table (``template.yaml``, resource ``CreditsTable``), keys ``pk``/``sk``:
 | license       | ``LICENSE#<license_id>`` | ``LICENSE``                               |
 | site          | ``LICENSE#<license_id>`` | ``SITE#<site>``                           |
 | key           | ``KEY#<key_hash>``       | ``KEY``                                   |
-| consume       | ``LEDGER#<license_id>``  | ``CONSUME#<site>#<request_id>``           |
+| consume       | ``LEDGER#<license_id>``  | ``CONSUME#<site>[#<subsite>]#<request_id>`` |
 | expiry        | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>``                   |
 | expiry_sites  | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>#<first site>``      |
 
@@ -55,7 +55,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from ai_credits.config import settings
-from ai_credits.domain import LedgerConsume, License, LicenseListing, PendingRenewal, Site
+from ai_credits.domain import Grant, LedgerConsume, License, LicenseListing, PendingRenewal, Site
 from ai_credits.errors import Unavailable
 from ai_credits.rules import NONLIVE_PER_LIVE, ActivationPlan
 
@@ -85,8 +85,11 @@ def key_item_key(key_hash: str) -> Item:
     return {"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}}
 
 
-def consume_entry_key(license_id: str, site: str, request_id: str) -> Item:
-    return {"pk": {"S": f"LEDGER#{license_id}"}, "sk": {"S": f"CONSUME#{site}#{request_id}"}}
+def consume_entry_key(license_id: str, site: str, request_id: str, subsite: str | None = None) -> Item:
+    """A consume's entry, keyed by its request id in the scope of its site and, on a network, of
+    its sub-site (``#`` appears in neither: normalized sites drop fragments, ids exclude it)."""
+    scope = f"{site}#{subsite}" if subsite is not None else site
+    return {"pk": {"S": f"LEDGER#{license_id}"}, "sk": {"S": f"CONSUME#{scope}#{request_id}"}}
 
 
 def _renewal_shard(license_id: str) -> int:
@@ -222,6 +225,9 @@ def _license_from_item(item: Item) -> License:
         nonlive_active=nonlive,
         site_items=site_items,
         renewal=_renewal_from_attribute(item.get("renewal")),
+        term_credits=_count(item, "term_credits") if "term_credits" in item else None,
+        carried_over=_count(item, "carried_over"),
+        granted=_count(item, "granted"),
         counters_stored="live_active" in item,
     )
 
@@ -268,6 +274,7 @@ def _consume_from_item(item: Item) -> LedgerConsume:
         feature=item["feature"]["S"] if "feature" in item else None,
         subsite=item["subsite"]["S"] if "subsite" in item else None,
         remaining_after=int(remaining_after["N"]) if remaining_after else None,
+        term_start=item["term_start"]["S"] if "term_start" in item else None,
     )
 
 
@@ -295,6 +302,11 @@ def license_values(license_: License) -> dict[str, Any]:
         "live_active": license_.live_active,
         "nonlive_active": license_.nonlive_active,
         "site_items": license_.site_items,
+        "term_credits": license_.term_credits
+        if license_.term_credits is not None
+        else license_.credits_total,
+        "carried_over": license_.carried_over,
+        "granted": license_.granted,
     }
 
 
@@ -578,15 +590,36 @@ def _batch_get(keys: list[Item]) -> list[Item]:
 
 def get_license_with_sites(license_id: str) -> tuple[License | None, list[Site]]:
     """The license item and all its site items: one strongly consistent Query (paged if large)."""
+    license_, sites, _ = get_license_view(license_id)
+    return license_, sites
+
+
+def get_license_view(license_id: str) -> tuple[License | None, list[Site], list[Grant]]:
+    """The license item, its site items and its grants: one strongly consistent Query (paged)."""
     license_: License | None = None
     sites: list[Site] = []
+    grants: list[Grant] = []
     for item in _query_partition(f"LICENSE#{license_id}"):
         sort_key = item["sk"]["S"]
         if sort_key.startswith("SITE#"):
             sites.append(_site_from_item(item))
+        elif sort_key.startswith("GRANT#"):
+            grants.append(_grant_from_item(item))
         elif sort_key == "LICENSE":
             license_ = _license_from_item(item)
-    return license_, sites
+    return license_, sites, grants
+
+
+def _grant_from_item(item: Item) -> Grant:
+    return Grant(
+        grant_id=item["grant_id"]["S"],
+        credits=int(item["credits"]["N"]),
+        expires_at=item["expires_at"]["S"] if "expires_at" in item else None,
+        granted_at=item["granted_at"]["S"],
+        reason=item["reason"]["S"] if "reason" in item else None,
+        term_start=item["term_start"]["S"],
+        body_hash=item["body_hash"]["S"],
+    )
 
 
 def _query_partition(pk: str) -> Iterator[Item]:
@@ -850,6 +883,83 @@ def write_license_update(
         transact(stale_copies[start : start + MAX_TRANSACTION_ITEMS])
 
 
+# -- grants -------------------------------------------------------------------------------
+
+
+def grant_key(license_id: str, grant_id: str) -> Item:
+    return {"pk": {"S": f"LICENSE#{license_id}"}, "sk": {"S": f"GRANT#{grant_id}"}}
+
+
+class GrantExists(Exception):
+    """The ``grant_id`` was used already: ``grant`` is what it granted."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(grant.grant_id)
+        self.grant = grant
+
+
+def write_grant(read: License, grant: Grant, live_site: Site | None, now: str) -> None:
+    """Apply a grant once (rule 9): the grant's item (its ``grant_id`` unused), the license's
+    ``credits_total`` and ``granted`` grow by its credits, in the term read, while the license
+    has not expired and no renewal is under way; they go to ``unallocated``, or (rule 1) to the
+    active ``live_site`` of a single-site license that needs no allocation, in the same write.
+
+    Raises ``GrantExists`` (the grant_id was used), ``StaleLicense`` or ``SiteChanged``.
+    """
+    conditions = "term_start = :term_start AND expires_at > :now AND attribute_not_exists(renewal)"
+    values: dict[str, Any] = {":credits": grant.credits, ":term_start": read.term_start, ":now": now}
+    update = "ADD credits_total :credits, granted :credits"
+    if live_site is None:
+        update += ", unallocated :credits"
+    else:
+        conditions += " AND needs_allocation = :false"
+        values[":false"] = False
+    license_item = _update(license_key(read.license_id), update, conditions, None, values)
+    grant_values = {
+        "pk": f"LICENSE#{read.license_id}",
+        "sk": f"GRANT#{grant.grant_id}",
+        "type": "grant",
+        "license_id": read.license_id,
+        "grant_id": grant.grant_id,
+        "credits": grant.credits,
+        "granted": grant.credits,
+        "expires_at": grant.expires_at,
+        "granted_at": grant.granted_at,
+        "reason": grant.reason,
+        "term_start": grant.term_start,
+        "body_hash": grant.body_hash,
+    }
+    items = [license_item, _put(grant_values, "attribute_not_exists(pk)")]
+    if live_site is not None:
+        items.append(
+            _update(
+                site_key(read.license_id, live_site.site),
+                "ADD allocated :credits, remaining :credits",
+                "active = :true AND environment = :live"
+                " AND (attribute_not_exists(term_start) OR term_start = :term)",
+                None,
+                {":credits": grant.credits, ":true": True, ":live": "live", ":term": read.term_start},
+            )
+        )
+    try:
+        transact(items)
+    except Cancelled as cancelled:
+        if cancelled.failed(1) and (old := cancelled.old(1)):
+            raise GrantExists(_grant_from_item(old)) from cancelled
+        _raise_for_license(cancelled)
+        if live_site is not None and cancelled.failed(2):
+            old_site = cancelled.old(2)
+            raise SiteChanged(_site_from_item(old_site) if old_site else None) from cancelled
+        raise
+
+
+def get_grant(license_id: str, grant_id: str) -> Grant | None:
+    response = _call(
+        client().get_item, TableName=_table(), Key=grant_key(license_id, grant_id), ConsistentRead=True
+    )
+    return _grant_from_item(response["Item"]) if "Item" in response else None
+
+
 # -- activation ---------------------------------------------------------------------------
 
 
@@ -1047,15 +1157,17 @@ def charge(
     request_id: str,
     entry: Mapping[str, Any],
     now: str,
-    network_only: bool,
+    subsite: str | None,
+    term_start: str,
     expected_remaining: int | None = None,
 ) -> ConsumeRefused | None:
     """Spend ``amount`` from the site and write the ledger entry: one TransactWriteItems.
 
     The site's condition checks the token, that the license has not expired (the site's copy
     of ``expires_at``), ``remaining >= amount`` and, for a sub-site, that the activation is a
-    network; the entry's condition makes the request_id single-use. With ``expected_remaining``
-    the site must also hold exactly that much (compare-and-set): the answer's ``remaining``,
+    network; the entry's condition makes the request_id single-use (per site, sub-site). With
+    ``expected_remaining`` the site must also hold exactly that much (compare-and-set): the answer's
+    ``remaining``,
     ``expected_remaining - amount``, is then known without a read and goes into the entry as
     ``remaining_after`` in the same write. Returns ``None`` when charged, else what each failed
     condition saw.
@@ -1065,14 +1177,25 @@ def charge(
         " AND (attribute_not_exists(consume_fence) OR consume_fence <= :now)"
     )
     values: dict[str, Any] = {":token_hash": token_hash, ":now": now, ":amount": amount}
-    if network_only:
+    if subsite is not None:
         condition += " AND network = :true"
         values[":true"] = True
+    # The site must still be in the term the caller saw it in, which the entry records (so a
+    # refund knows the term a charge belongs to, whenever the site's renewal moved it on).
+    if term_start:
+        condition += " AND term_start = :term_start"
+        values[":term_start"] = term_start
+    else:
+        condition += " AND attribute_not_exists(term_start)"
     values_of_entry = {
-        **{name: value["S"] for name, value in consume_entry_key(license_id, site, request_id).items()},
+        **{
+            name: value["S"]
+            for name, value in consume_entry_key(license_id, site, request_id, subsite).items()
+        },
         "type": "consume",
         "license_id": license_id,
         **entry,
+        "term_start": term_start or None,
     }
     if expected_remaining is not None:
         condition += " AND remaining = :expected"
@@ -1100,10 +1223,12 @@ def charge(
     return None
 
 
-def read_for_consume(license_id: str, site: str, request_id: str) -> tuple[Site | None, LedgerConsume | None]:
+def read_for_consume(
+    license_id: str, site: str, request_id: str, subsite: str | None
+) -> tuple[Site | None, LedgerConsume | None]:
     """The site and the request's ledger entry (``None`` when absent): one strongly
     consistent BatchGetItem, for a consume that has no recent ``remaining`` of the site."""
-    keys = [site_key(license_id, site), consume_entry_key(license_id, site, request_id)]
+    keys = [site_key(license_id, site), consume_entry_key(license_id, site, request_id, subsite)]
     found = _batch_get(keys)
     site_item = next((item for item in found if item["pk"]["S"].startswith("LICENSE#")), None)
     entry = next((item for item in found if item["pk"]["S"].startswith("LEDGER#")), None)
@@ -1113,7 +1238,7 @@ def read_for_consume(license_id: str, site: str, request_id: str) -> tuple[Site 
     )
 
 
-def record_answer(license_id: str, site: str, request_id: str, remaining: int) -> None:
+def record_answer(license_id: str, site: str, request_id: str, subsite: str | None, remaining: int) -> None:
     """Keep a charge's answer (``remaining`` right after it) with its ledger entry, once.
 
     Best effort: the charge is already committed and answered; if this write is throttled or
@@ -1123,7 +1248,7 @@ def record_answer(license_id: str, site: str, request_id: str, remaining: int) -
         _call(
             client().update_item,
             TableName=_table(),
-            Key=consume_entry_key(license_id, site, request_id),
+            Key=consume_entry_key(license_id, site, request_id, subsite),
             UpdateExpression="SET remaining_after = :remaining",
             ConditionExpression="attribute_exists(pk) AND attribute_not_exists(remaining_after)",
             ExpressionAttributeValues={":remaining": {"N": str(remaining)}},
@@ -1142,6 +1267,109 @@ def site_remaining(license_id: str, site: str) -> int:
         ProjectionExpression="remaining",
     )
     return int(response["Item"]["remaining"]["N"]) if "Item" in response else 0
+
+
+# -- refunds ------------------------------------------------------------------------------
+
+
+def refund_key(license_id: str, site: str, request_id: str, subsite: str | None = None) -> Item:
+    """The refund of a consume: at most one per consume (its key is the consume's)."""
+    scope = f"{site}#{subsite}" if subsite is not None else site
+    return {"pk": {"S": f"LEDGER#{license_id}"}, "sk": {"S": f"REFUND#{scope}#{request_id}"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    refunded: int
+    remaining: int  # the site's ``remaining`` right after it: the first answer, for replays
+
+
+def read_for_refund(
+    license_id: str, site: str, request_id: str, subsite: str | None
+) -> tuple[License | None, Site | None, LedgerConsume | None, Refund | None]:
+    """The license, the site, the consume and its refund (None where absent): one strongly
+    consistent BatchGetItem."""
+    keys = [
+        license_key(license_id),
+        site_key(license_id, site),
+        consume_entry_key(license_id, site, request_id, subsite),
+        refund_key(license_id, site, request_id, subsite),
+    ]
+    found = {item["sk"]["S"].split("#", 1)[0]: item for item in _batch_get(keys)}
+    license_item, site_item = found.get("LICENSE"), found.get("SITE")
+    consume, refund = found.get("CONSUME"), found.get("REFUND")
+    return (
+        _license_from_item(license_item) if license_item else None,
+        _site_from_item(site_item) if site_item else None,
+        _consume_from_item(consume) if consume and consume["type"]["S"] == "consume" else None,
+        Refund(int(refund["refunded"]["N"]), int(refund["remaining_after"]["N"])) if refund else None,
+    )
+
+
+def write_refund(
+    read: License, site: Site, consume: LedgerConsume, amount: int, reason: str | None, now: str
+) -> None:
+    """Give back ``amount`` of ``consume`` to its site (rule 12), once: the refund's record (the
+    consume's key: at most one), and the site's ``used`` falls by it, while the site is still in
+    the consume's term and holds the counters read (so the answer's ``remaining`` is exact). An
+    active site gets the credits in ``remaining``; an inactive one gives them to the license's
+    ``unallocated`` (its allocation is what it used). Raises ``Cancelled`` when a condition failed.
+    """
+    term = {":term": site.term_start} if site.term_start else {}
+    of_term = "term_start = :term" if site.term_start else "attribute_not_exists(term_start)"
+    read_values = {":amount": amount, ":used": site.used, ":remaining": site.remaining, **term}
+    items: list[Item] = []
+    if site.active:
+        items.append(
+            _update(
+                site_key(read.license_id, site.site),
+                "SET used = used - :amount, remaining = remaining + :amount",
+                f"active = :true AND used = :used AND remaining = :remaining AND {of_term}",
+                None,
+                {**read_values, ":true": True},
+            )
+        )
+        remaining_after = site.remaining + amount
+    else:
+        items.append(
+            _update(
+                site_key(read.license_id, site.site),
+                "SET used = used - :amount, allocated = allocated - :amount",
+                f"active = :false AND used = :used AND remaining = :remaining AND {of_term}",
+                None,
+                {**read_values, ":false": False},
+            )
+        )
+        items.append(
+            _update(
+                license_key(read.license_id),
+                "ADD unallocated :amount",
+                "term_start = :license_term AND attribute_not_exists(renewal)",
+                None,
+                {":amount": amount, ":license_term": read.term_start},
+            )
+        )
+        remaining_after = 0
+    record = {
+        **{
+            name: value["S"]
+            for name, value in refund_key(
+                read.license_id, site.site, consume.request_id, consume.subsite
+            ).items()
+        },
+        "type": "refund",
+        "license_id": read.license_id,
+        "site": site.site,
+        "subsite": consume.subsite,
+        "request_id": consume.request_id,
+        "feature": consume.feature,
+        "refunded": amount,
+        "remaining_after": remaining_after,
+        "reason": reason,
+        "term_start": site.term_start or None,
+        "at": now,
+    }
+    transact([_put(record, "attribute_not_exists(pk)"), *items])
 
 
 # -- portal -------------------------------------------------------------------------------
@@ -1402,19 +1630,34 @@ def expiry_records(license_id: str, term_start: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-def finish_renewal(read: License, site_items: int, expiry_entry: Mapping[str, Any]) -> None:
+def finish_renewal(
+    read: License,
+    site_items: int,
+    expiry_entry: Mapping[str, Any],
+    carried: Mapping[str, int],
+    live_site: str | None,
+) -> None:
     """Start the renewal's term on the license (the commit point: readers see the new term
     everywhere) with the license's ledger record of the ended term, once: only on the version
-    read and while that renewal is the one under way (``StaleLicense`` otherwise)."""
+    read and while that renewal is the one under way (``StaleLicense`` otherwise).
+
+    The credits ``carried`` over (rule 10, by grant) join the new term here: ``credits_total``
+    and the grants' ``credits`` and ``term_start`` move with them, and they go to ``unallocated``
+    or, by rule 1, to the single-site license's ``live_site``.
+    """
     renewal = read.renewal
     assert renewal is not None
+    carried_total = sum(carried.values())
     renewed = replace(read, term_end=renewal.term_end)
     sets = {
         "gsi3sk": _index_keys(renewed)["gsi3sk"],
         "term_start": renewal.term_start,
         "term_end": renewal.term_end,
-        "credits_total": renewal.credits_total,
-        "unallocated": renewal.unallocated,
+        "credits_total": renewal.credits_total + carried_total,
+        "term_credits": renewal.credits_total,
+        "carried_over": carried_total,
+        "granted": 0,
+        "unallocated": renewal.unallocated + (0 if live_site is not None else carried_total),
         "needs_allocation": renewal.needs_allocation,
         "site_items": site_items,
     }
@@ -1430,8 +1673,33 @@ def finish_renewal(read: License, site_items: int, expiry_entry: Mapping[str, An
         "license_id": read.license_id,
         **expiry_entry,
     }
+    items = [license_item, _put(record, "attribute_not_exists(pk)")]
+    items.extend(
+        _update(
+            grant_key(read.license_id, grant_id),
+            "SET credits = :credits, term_start = :to",
+            "term_start = :from",
+            None,
+            {":credits": credits, ":to": renewal.term_start, ":from": renewal.from_term},
+        )
+        for grant_id, credits in sorted(carried.items())
+    )
+    if live_site is not None and carried_total:
+        items.append(
+            _update(
+                site_key(read.license_id, live_site),
+                "ADD allocated :credits, remaining :credits",
+                "active = :true AND term_start = :to",
+                None,
+                {":credits": carried_total, ":true": True, ":to": renewal.term_start},
+            )
+        )
+    if len(items) > MAX_TRANSACTION_ITEMS:
+        raise ValueError(
+            f"{len(carried)} grants carried over: at most {MAX_TRANSACTION_ITEMS - 3} per renewal"
+        )
     try:
-        transact([license_item, _put(record, "attribute_not_exists(pk)")])
+        transact(items)
     except Cancelled as cancelled:
         if any(code == "ConditionalCheckFailed" for code, _ in cancelled.reasons):
             raise StaleLicense(None) from cancelled

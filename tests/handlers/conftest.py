@@ -104,6 +104,8 @@ FUNCTION_OF_EVENT = {
     "get_credits": "licenses",
     "put_allocations": "allocate",
     "portal_deactivate": "allocate",
+    "grant": "provision",
+    "refund": "provision",
 }
 
 

@@ -536,3 +536,22 @@ def test_activation_requests(single, activate, dynamodb_calls):
     dynamodb_calls.clear()
     activate(single, "example.com")
     assert dict(dynamodb_calls) == {"Query": 1, "GetItem": 1, "UpdateItem": 1}
+
+
+def test_on_a_network_two_subsites_use_the_same_request_id_independently(
+    provision, activate, consume, balance
+):
+    provision("lic-ids", license_key="key-ids-secret", credits_per_term=100)
+    token = activate("key-ids-secret", "ids.network.org", network=True).body["activation_token"]
+
+    blog = consume(token, 10, "import-1", subsite_url="blog.ids.network.org")
+    shop = consume(token, 20, "import-1", subsite_url="shop.ids.network.org")
+    blog_again = consume(token, 10, "import-1", subsite_url="https://www.blog.ids.network.org/")
+    other_body = consume(token, 11, "import-1", subsite_url="blog.ids.network.org")
+    network = consume(token, 30, "import-1")  # the network itself is a scope of its own
+
+    assert [answer.status for answer in (blog, shop, network)] == [200, 200, 200]
+    assert [answer.body["replayed"] for answer in (blog, shop, blog_again)] == [False, False, True]
+    assert blog_again.body["remaining"] == blog.body["remaining"] == 90
+    assert (other_body.status, other_body.code) == (409, "idempotency_conflict")
+    assert balance(token).body["site"]["used"] == 60

@@ -87,6 +87,8 @@ class World:
         self.deactivated = 0
         self.provisions = 0
         self.activations = 0
+        self.grants = 0
+        self.refunds = 0
         self.cases: Counter[str] = Counter()
         self.statuses: dict[str, Counter[int]] = defaultdict(Counter)
         self.modes: Counter[str] = Counter()
@@ -247,6 +249,40 @@ def _order_the_term(case: Any, world: World) -> None:
     case.body["expires_at"] = "2027-11-01T00:00:00Z"
 
 
+def _every_other_positive(case: Any, world: World, path: str, counter: str) -> bool:
+    if case.operation.path != path or not isinstance(case.body, dict):
+        return False
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return False
+    with world.lock:
+        setattr(world, counter, getattr(world, counter) + 1)
+        return getattr(world, counter) % 2 == 0
+
+
+def _grant_on_the_license(case: Any, world: World) -> None:
+    """Every other valid grant goes to the provisioned license (a generated ``license_id``
+    almost never exists), with no generated ``expires_at`` (rarely an RFC 3339 date-time)."""
+    if _every_other_positive(case, world, "/v1/admin/licenses/{license_id}/grants", "grants"):
+        case.path_parameters = {**(case.path_parameters or {}), "license_id": LICENSE_ID}
+        case.body.pop("expires_at", None)
+
+
+def _refund_a_charge(case: Any, world: World) -> None:
+    """Every other valid refund names a consume made for it just before (a generated
+    ``request_id`` never names one): the live site spends 2 credits, the refund gives back at
+    most that."""
+    if not _every_other_positive(case, world, "/v1/admin/licenses/{license_id}/refunds", "refunds"):
+        return
+    request_id = f"st-refund-{RUN}-{world.refunds}"
+    answer = Api(world.base_url).consume(world.plugin_token, 2, request_id)
+    assert answer.status == 200, answer.body
+    case.path_parameters = {**(case.path_parameters or {}), "license_id": LICENSE_ID}
+    case.body.update(site_url=f"https://live-{RUN}.example.com/", request_id=request_id)
+    case.body.pop("subsite_url", None)
+    if "amount" in case.body:
+        case.body["amount"] = 1
+
+
 def _run(case: Any, world: World, session: Any) -> None:
     assert world.base_url.startswith("http://127.0.0.1:")
     if case.method.upper() not in GATEWAY_METHODS:
@@ -266,6 +302,8 @@ def _run(case: Any, world: World, session: Any) -> None:
         return
     _order_the_term(case, world)
     _use_the_license_key(case, world)
+    _grant_on_the_license(case, world)
+    _refund_a_charge(case, world)
     authorization = (case.headers or {}).get("Authorization", "")
     if authorization.endswith(PLUGIN_TOKEN):
         case.headers["Authorization"] = f"Bearer {world.plugin_token}"

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 
 from ai_credits import rules, store
 from ai_credits.credentials import hash_license_key
-from ai_credits.domain import License, Site
-from ai_credits.errors import ActivationLimitReached, LicenseKeyInUse, field_error
-from ai_credits.models import ProvisionRequest, ProvisionResponse
+from ai_credits.domain import Grant, LedgerConsume, License, Site
+from ai_credits.errors import (
+    ActivationLimitReached,
+    IdempotencyConflict,
+    LicenseExpired,
+    LicenseKeyInUse,
+    NotFound,
+    TermEnded,
+    field_error,
+)
+from ai_credits.models import (
+    CreditsView,
+    GrantRequest,
+    ProvisionRequest,
+    ProvisionResponse,
+    RefundRequest,
+    RefundResponse,
+)
 from ai_credits.services import fences
 from ai_credits.services.inputs import site_key
-from ai_credits.services.retry import retry_on_stale
-from ai_credits.services.views import license_view
+from ai_credits.services.retry import Stale, retry_on_stale
+from ai_credits.services.views import credits_view, license_view
 
 
 def _imported_sites(request: ProvisionRequest) -> list[rules.ImportedSite]:
@@ -49,6 +66,63 @@ def _check_term(request: ProvisionRequest) -> None:
         raise field_error(("body", "term_end"), "term_order", "term_end must be after term_start")
 
 
+def _grant_hash(request: GrantRequest) -> str:
+    canonical = json.dumps(
+        {"credits": request.credits, "expires_at": request.expires_at, "reason": request.reason},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def grant_credits(license_id: str, request: GrantRequest, now: str) -> tuple[bool, CreditsView]:
+    """``POST /v1/admin/licenses/{license_id}/grants``: add credits to the current term, exactly
+    once per ``grant_id`` (rule 9; ``True`` when applied now, ``False`` for the same body again).
+
+    Another body under a used ``grant_id`` is a 409, an expired license a 403, a license in the
+    middle of its renewal a 503 (repeat it: it applies once).
+    """
+    body_hash = _grant_hash(request)
+
+    def replayed(grant: Grant) -> bool:
+        if grant.body_hash != body_hash:
+            raise IdempotencyConflict(f"grant_id {request.grant_id!r} was already used with a different body")
+        return False
+
+    def attempt(_: int) -> bool:
+        license_, sites, grants = store.get_license_view(license_id)
+        if license_ is None:
+            raise NotFound(f"no license {license_id!r}")
+        earlier = next((grant for grant in grants if grant.grant_id == request.grant_id), None)
+        if earlier is not None:
+            return replayed(earlier)
+        if rules.is_expired(license_.expires_at, now):
+            raise LicenseExpired(f"the license expired at {license_.expires_at}")
+        fences.refuse_while_renewing(license_)
+        grant = Grant(
+            grant_id=request.grant_id,
+            credits=request.credits,
+            expires_at=request.expires_at,
+            granted_at=now,
+            reason=request.reason,
+            term_start=license_.term_start,
+            body_hash=body_hash,
+        )
+        try:
+            store.write_grant(license_, grant, rules.grant_target(license_, sites), now)
+        except store.GrantExists as exists:
+            return replayed(exists.grant)
+        return True
+
+    applied = retry_on_stale(
+        attempt,
+        "the license is being changed concurrently; retry shortly",
+        retried=(store.StaleLicense, store.SiteChanged),
+    )
+    license_, sites, grants = store.get_license_view(license_id)
+    assert license_ is not None
+    return applied, credits_view(license_, sites, grants, now)
+
+
 def provision_license(license_id: str, request: ProvisionRequest, now: str) -> tuple[bool, ProvisionResponse]:
     """Create or update a license (``True`` when created). Imports activations by rule 7.
 
@@ -75,9 +149,9 @@ def provision_license(license_id: str, request: ProvisionRequest, now: str) -> t
     created = retry_on_stale(
         attempt, "the license is being changed concurrently; retry shortly", retried=(store.StaleLicense,)
     )
-    license_, sites = store.get_license_with_sites(license_id)
+    license_, sites, grants = store.get_license_view(license_id)
     assert license_ is not None  # written just above; deletes do not exist
-    return created, license_view(license_, sites, now)
+    return created, license_view(license_, sites, grants, now)
 
 
 def _imported_site(
@@ -157,3 +231,56 @@ def _update_license(
         [_imported_site(existing.license_id, site, 0, existing.term_start, now) for site in new_sites],
         existing_sites,
     )
+
+
+def refund(license_id: str, request: RefundRequest, now: str) -> tuple[bool, RefundResponse]:
+    """``POST /v1/admin/licenses/{license_id}/refunds``: give back the credits of a charged
+    consume (or capture), rule 12 — in its own term only, at most what it charged, exactly once
+    (``True`` when refunded now; the same body again answers the first answer, replayed)."""
+    site = site_key(request.site_url, ("body", "site_url"))
+    subsite = site_key(request.subsite_url, ("body", "subsite_url")) if request.subsite_url else None
+
+    def answer(refunded: int, remaining: int, replayed: bool) -> RefundResponse:
+        return RefundResponse(
+            request_id=request.request_id,
+            site=site,
+            refunded=refunded,
+            remaining=remaining,
+            replayed=replayed,
+        )
+
+    def attempt(_: int) -> tuple[bool, RefundResponse]:
+        license_, current, consume, earlier = store.read_for_refund(
+            license_id, site, request.request_id, subsite
+        )
+        if license_ is None or consume is None:
+            raise NotFound(f"no consume {request.request_id!r} of {site} on license {license_id!r}")
+        amount = consume.amount if request.amount is None else request.amount
+        if earlier is not None:
+            if earlier.refunded != amount:
+                raise IdempotencyConflict(f"consume {request.request_id!r} was refunded with another amount")
+            return False, answer(earlier.refunded, earlier.remaining, True)
+        if amount > consume.amount:
+            raise field_error(
+                ("body", "amount"),
+                "more_than_charged",
+                f"{amount} is more than the {consume.amount} it charged",
+            )
+        term = consume.term_start if consume.term_start is not None else _term_of(consume, license_)
+        if current is None or current.term_start != term:
+            raise TermEnded(f"consume {request.request_id!r} was made in an earlier term")
+        if not current.active:
+            fences.refuse_while_renewing(license_)
+        try:
+            store.write_refund(license_, current, consume, amount, request.reason, now)
+        except store.Cancelled as cancelled:
+            raise Stale("the site or the refund changed since they were read") from cancelled
+        return True, answer(amount, current.remaining + amount if current.active else 0, False)
+
+    return retry_on_stale(attempt, "the site is being changed concurrently; retry shortly")
+
+
+def _term_of(consume: LedgerConsume, license_: License) -> str:
+    """The term of a consume recorded before entries carried it: the license's current one when
+    it was made in it (a site item of that time has no ``term_start`` either), else an ended one."""
+    return "" if consume.at >= license_.term_start else "ended"

@@ -232,6 +232,7 @@ def _body_hash(amount: int, feature: str | None, subsite: str | None) -> str:
 @dataclass(slots=True)
 class _SiteMemory:
     remaining: int | None = None  # the last ``remaining`` seen
+    term: str | None = None  # the last ``term_start`` seen ("": an item older than the field)
     read_first_until: float = 0.0  # a guess from memory went stale: read first until then
     contended_until: float = 0.0  # guesses went stale twice in a row: do not guess until then
 
@@ -274,8 +275,16 @@ class ConsumeMemory:
             return None
         return site.remaining
 
-    def saw(self, key: tuple[str, str], remaining: int | None) -> None:
-        self._site(key).remaining = remaining
+    def term(self, key: tuple[str, str]) -> str | None:
+        """The site's term as last seen (None: not seen)."""
+        site = self._sites.get(key)
+        return site.term if site is not None else None
+
+    def saw(self, key: tuple[str, str], remaining: int | None, term: str | None = None) -> None:
+        site = self._site(key)
+        site.remaining = remaining
+        if term is not None:
+            site.term = term
 
     def stale(self, key: tuple[str, str]) -> None:
         self._site(key).read_first_until = time.monotonic() + self.READ_FIRST_SECONDS
@@ -327,7 +336,7 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
     key = (token.license_id, token.site)
     memory = CONSUME_MEMORY
 
-    def charge(expected: int | None) -> store.ConsumeRefused | None:
+    def charge(expected: int | None, term: str) -> store.ConsumeRefused | None:
         refused = store.charge(
             token.license_id,
             token.site,
@@ -336,42 +345,60 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
             request.request_id,
             entry,
             now,
-            network_only=subsite is not None,
+            subsite,
+            term,
             expected_remaining=expected,
         )
         if refused is not None and refused.site_failed:
-            memory.saw(key, refused.site.remaining if refused.site is not None else None)
+            site = refused.site
+            memory.saw(key, site.remaining if site else None, site.term_start if site else None)
         return refused
 
+    def read_first() -> tuple[Site | None, store.ConsumeRefused | None]:
+        site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id, subsite)
+        memory.saw(key, site.remaining if site is not None else None, site.term_start if site else None)
+        if site is None or not token.matches(site.token_hash) or used_entry is not None:
+            return site, store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
+        return site, None
+
     if not memory.contended(key):
-        guess = memory.guess(key)
-        from_memory = guess is not None
-        if guess is None:
-            site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id)
-            memory.saw(key, site.remaining if site is not None else None)
-            if site is None or not token.matches(site.token_hash) or used_entry is not None:
-                refusal = store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
+        guess, term = memory.guess(key), memory.term(key)
+        from_memory = guess is not None and term is not None
+        if guess is None or term is None:
+            site, refusal = read_first()
+            if refusal is not None:
                 return _explain_refusal(token, request, refusal, body_hash, now)
-            guess = site.remaining
+            assert site is not None
+            guess, term = site.remaining, site.term_start
         for attempt in range(CAS_ATTEMPTS):
-            refused = charge(guess)
+            refused = charge(guess, term)
             if refused is None:
                 memory.saw(key, guess - request.amount)
                 return _charged(request, guess - request.amount)
-            if not _stale_guess(token, request, refused, guess, now):
+            if not _stale_guess(token, request, refused, guess, term, now):
                 return _explain_refusal(token, request, refused, body_hash, now)
             if attempt == 0 and from_memory:
                 memory.stale(key)
             assert refused.site is not None
-            guess = refused.site.remaining
+            guess, term = refused.site.remaining, refused.site.term_start
         memory.contention(key)
-    refused = charge(None)
+    term = memory.term(key)
+    if term is None:
+        site, refusal = read_first()
+        if refusal is not None:
+            return _explain_refusal(token, request, refusal, body_hash, now)
+        assert site is not None
+        term = site.term_start
+    refused = charge(None, term)
+    if refused is not None and refused.site is not None and refused.site.term_start != term:
+        # The site moved into its next term (a renewal) since it was last seen: charge that one.
+        refused = charge(None, refused.site.term_start)
     if refused is not None:
         return _explain_refusal(token, request, refused, body_hash, now)
     remaining = store.site_remaining(token.license_id, token.site)
     memory.saw(key, remaining)
     # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
-    store.record_answer(token.license_id, token.site, request.request_id, remaining)
+    store.record_answer(token.license_id, token.site, request.request_id, subsite, remaining)
     return _charged(request, remaining)
 
 
@@ -382,11 +409,16 @@ def _charged(request: ConsumeRequest, remaining: int) -> ConsumeResponse:
 
 
 def _stale_guess(
-    token: ActivationToken, request: ConsumeRequest, refused: store.ConsumeRefused, guess: int, now: str
+    token: ActivationToken,
+    request: ConsumeRequest,
+    refused: store.ConsumeRefused,
+    guess: int,
+    term: str,
+    now: str,
 ) -> bool:
-    """Whether the charge failed only because the site's ``remaining`` was not ``guess``: every
-    other condition held (token, expiry, fence, network, the request_id unused) and the site
-    still has enough."""
+    """Whether the charge failed only because the site's ``remaining`` was not ``guess`` or its
+    term not ``term``: every other condition held (token, expiry, fence, network, the request_id
+    unused) and the site still has enough."""
     site = refused.site
     return (
         refused.entry is None
@@ -396,7 +428,7 @@ def _stale_guess(
         and site.consume_fence <= now
         and (request.subsite_url is None or site.network)
         and site.remaining >= request.amount
-        and site.remaining != guess
+        and (site.remaining != guess or site.term_start != term)
     )
 
 

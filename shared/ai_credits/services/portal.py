@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ai_credits import rules, store
-from ai_credits.domain import License, Site
+from ai_credits.domain import Grant, License, Site
 from ai_credits.errors import BelowUsed, LicenseExpired, NotFound, OverAllocation, field_error
 from ai_credits.models import CreditsView, LicenseList, LicenseListItem
 from ai_credits.services import fences, plugin
@@ -16,12 +16,13 @@ from ai_credits.services.views import credits_view
 MAX_APPLY_SITES = 98  # one transaction: the license item + 98 sites, with room to spare
 
 
-def _owned_license(account_id: str, license_id: str) -> tuple[License, list[Site]]:
-    """The license and its sites, or 404 — the same 404 whether it is missing or another account's."""
-    license_, sites = store.get_license_with_sites(license_id)
+def _owned_license(account_id: str, license_id: str) -> tuple[License, list[Site], list[Grant]]:
+    """The license, its sites and grants, or 404 — the same 404 whether it is missing or another
+    account's."""
+    license_, sites, grants = store.get_license_view(license_id)
     if license_ is None or license_.account_id != account_id:
         raise NotFound(f"no license {license_id!r} in this account")
-    return license_, sites
+    return license_, sites, grants
 
 
 def list_licenses(account_id: str, now: str) -> LicenseList:
@@ -44,8 +45,7 @@ def list_licenses(account_id: str, now: str) -> LicenseList:
 
 def license_credits(account_id: str, license_id: str, now: str) -> CreditsView:
     """``GET /v1/licenses/{license_id}/credits``: the *Manage AI Credits* screen."""
-    license_, sites = _owned_license(account_id, license_id)
-    return credits_view(license_, sites, now)
+    return credits_view(*_owned_license(account_id, license_id), now)
 
 
 def _requested_allocations(allocations: dict[str, int]) -> dict[str, int]:
@@ -74,7 +74,7 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
     requested = _requested_allocations(allocations)
 
     def attempt(_: int) -> CreditsView:
-        license_, sites = _owned_license(account_id, license_id)
+        license_, sites, grants = _owned_license(account_id, license_id)
         if rules.is_expired(license_.expires_at, now):
             raise LicenseExpired(f"the license expired at {license_.expires_at}")
         fences.refuse_while_renewing(license_)
@@ -98,7 +98,7 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
         delta = sum(change.new_allocated - change.old_allocated for change in changes)
         applied = {change.site: change.new_allocated for change in changes}
         updated = replace(license_, unallocated=license_.unallocated - delta, needs_allocation=False)
-        return credits_view(updated, sites, now, applied)
+        return credits_view(updated, sites, grants, now, applied)
 
     return retry_on_stale(
         attempt,

@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_credits import rules, store
-from ai_credits.domain import License, PendingRenewal, Site
+from ai_credits.domain import Grant, License, PendingRenewal, Site
 from ai_credits.errors import NotFound
 from ai_credits.services import fences
 from ai_credits.services.retry import STALE_RETRIES, retry_on_stale
+from ai_credits.services.views import term_credits
 
 
 def renew_license(license_id: str, now: str, wall_now: str | None = None) -> str:
@@ -31,7 +32,7 @@ def renew_license(license_id: str, now: str, wall_now: str | None = None) -> str
     lease_from = wall_now or now
 
     def attempt(_: int) -> str:
-        license_, sites = store.get_license_with_sites(license_id)
+        license_, sites, grants = store.get_license_view(license_id)
         if license_ is None:
             raise NotFound(f"no license {license_id!r}")
         if license_.renewal is None:
@@ -46,7 +47,7 @@ def renew_license(license_id: str, now: str, wall_now: str | None = None) -> str
             store.begin_renewal(license_, renewal)
             license_ = replace(license_, renewal=renewal, version=license_.version + 1)
         _roll(license_, sites, now, lease_from)
-        _finish(license_, sites, now)
+        _finish(license_, sites, grants, now)
         return "renewed"
 
     return retry_on_stale(
@@ -109,11 +110,23 @@ def _roll_batch(
     )
 
 
-def _finish(license_: License, sites: list[Site], now: str) -> None:
+def _finish(license_: License, sites: list[Site], grants: list[Grant], now: str) -> None:
+    """The ended term's figures are exact once every site moved (the batches' records): rule 10
+    decides what carries over from them, and the finish writes it with the new term."""
     renewal = license_.renewal
     assert renewal is not None
     records = store.expiry_records(license_.license_id, renewal.from_term)
+    used = sum(sum(record.get("used", {}).values()) for record in records)
     unused = sum(sum(record.get("sites", {}).values()) for record in records)
+    carried = rules.carry_over(
+        term_credits(license_),
+        license_.term_end,
+        [grant for grant in grants if grant.term_start == renewal.from_term],
+        used,
+        renewal.term_start,
+    )
+    # Rule 1 on the carried credits: a single-site license's live site gets them too.
+    live_site = next(iter(renewal.allocations), None) if license_.plan == "single-site" else None
     store.finish_renewal(
         license_,
         sum(1 for site in sites if site.active),
@@ -122,10 +135,14 @@ def _finish(license_: License, sites: list[Site], now: str) -> None:
             "term_end": license_.term_end,
             "credits_total": license_.credits_total,
             "unallocated": license_.unallocated,
-            "expired": license_.unallocated + unused,
+            "used_total": used,
+            "carried_over": carried,
+            "expired": license_.unallocated + unused - sum(carried.values()),
             "site_records": len(records),
             "at": now,
         },
+        carried,
+        live_site,
     )
 
 

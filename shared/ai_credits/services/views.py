@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from ai_credits import rules
-from ai_credits.domain import License, Site
+from ai_credits.domain import Grant, License, Site
 from ai_credits.models import CreditsView, LicenseSummary, ProvisionResponse
 
 
@@ -63,9 +63,14 @@ def summary(license_: License, now: str) -> LicenseSummary:
 
 
 def credits_view(
-    license_: License, sites: list[Site], now: str, applied: Mapping[str, int] | None = None
+    license_: License,
+    sites: list[Site],
+    grants: list[Grant],
+    now: str,
+    applied: Mapping[str, int] | None = None,
 ) -> CreditsView:
-    """The *Manage AI Credits* figures: ``allocated`` sums every listed site, active or not.
+    """The *Manage AI Credits* figures: ``allocated`` sums every listed site, active or not;
+    the grants of the term with what is left of each by rule 10.
 
     ``applied``: the allocations written since ``sites`` were read (site -> its new allocation;
     ``remaining`` follows), so that an Apply answers from its read without copying its sites.
@@ -92,14 +97,39 @@ def credits_view(
         **summary(license_, now).model_dump(exclude={"allocated"}),
         allocated=sum(row["allocated"] for row in rows),
         needs_allocation=license_.needs_allocation,
+        carried_over=license_.carried_over,
+        grants=_grant_rows(license_, grants, sum(site.used for site in sites)),
         sites=rows,
     )
 
 
-def license_view(license_: License, sites: list[Site], now: str) -> ProvisionResponse:
+def term_credits(license_: License) -> int:
+    """The term's own credits (an item older than the field: what is not a grant's)."""
+    if license_.term_credits is not None:
+        return license_.term_credits
+    return license_.credits_total - license_.carried_over - license_.granted
+
+
+def _grant_rows(license_: License, grants: list[Grant], used: int) -> list[dict[str, Any]]:
+    of_term = [grant for grant in grants if grant.term_start == license_.term_start]
+    remaining = rules.grant_remaining(term_credits(license_), license_.term_end, of_term, used)
+    return [
+        {
+            "grant_id": grant.grant_id,
+            "credits": grant.credits,
+            "remaining": remaining[grant.grant_id],
+            "expires_at": grant.expires_at,
+            "granted_at": grant.granted_at,
+            "reason": grant.reason,
+        }
+        for grant in rules.spending_order(license_.term_end, of_term)
+    ]
+
+
+def license_view(license_: License, sites: list[Site], grants: list[Grant], now: str) -> ProvisionResponse:
     """Billing's view of a license: the *Manage AI Credits* figures plus the plan's fields."""
     return ProvisionResponse(
-        **credits_view(license_, sites, now).model_dump(),
+        **credits_view(license_, sites, grants, now).model_dump(),
         account_id=license_.account_id,
         site_limit=license_.site_limit,
         credits_per_term=license_.credits_per_term,
