@@ -566,6 +566,7 @@ class Invoker:
         headers: dict[str, str] | None = None,
         license_id: str | None = None,
         account: str | None = None,
+        hold_id: str | None = None,
     ) -> dict[str, Any]:
         event = copy.deepcopy(self._events[name])
         event["requestContext"]["requestId"] = str(uuid.uuid4())
@@ -581,6 +582,10 @@ class Invoker:
             event["rawPath"] = event["requestContext"]["http"]["path"] = path
         if account is not None:
             event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = account
+        if hold_id is not None:
+            event["pathParameters"] = {"hold_id": hold_id}
+            path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
+            event["rawPath"] = event["requestContext"]["http"]["path"] = path
         return event
 
     def invoke(self, function: str, event: Any) -> tuple[Any, Sample]:
@@ -630,6 +635,7 @@ class Scenarios:
         self.tag = uuid.uuid4().hex[:8]
         self.now = dt.datetime.now(dt.UTC)
         consume = "consume: 1 request (≤ 4 WCU, items under 1 KB)"
+        lifecycle = "hold, capture, release, grant, refund: ≤ 2 requests"
         balance, activate = "balance: 1 request", "activate: ≤ 2 requests"
         apply, renew = (
             "allocate: ≤ 2 requests (up to 98 sites)",
@@ -652,6 +658,11 @@ class Scenarios:
             Operation("renew (97 sites)", 0, renew, 5),
             Operation("renew (1,000 sites)", 0, renew, 3 + 11 + 1),
             Operation("provision (new license)", 201),
+            Operation("hold (placed)", 201, lifecycle, 2),
+            Operation("capture", 200, lifecycle, 2),
+            Operation("release", 200, lifecycle, 2),
+            Operation("grant", 201, lifecycle, 2),
+            Operation("refund", 201, lifecycle, 2),
         ]
         self.operations = {operation.label: operation for operation in operations}
         self._setup = Operation("setup", 0)  # never recorded
@@ -731,11 +742,28 @@ class Scenarios:
             "ConsumeFunction",
             inv.event("consume", body=too_much, token=token),
         )
+        self.credit_lifecycle(index, license_id, token)
         answer = inv.call(
             op("activate (token rotation)"), "ActivateFunction", inv.event("activate", body=activation)
         )
         token = inv.body(answer)["activation_token"]
         inv.call(op("deactivate"), "ActivateFunction", inv.event("deactivate", token=token))
+
+    def credit_lifecycle(self, index: int, license_id: str, token: str) -> None:
+        """A hold captured, a hold released, a grant, a refund of the first consume."""
+        inv, op = self.invoker, self._op
+        for hold_id, then in ((f"h-{index}", "capture"), (f"h2-{index}", "release")):
+            body = {"hold_id": hold_id, "amount": 20, "feature": "rewrite"}
+            inv.call(op("hold (placed)"), "HoldsFunction", inv.event("hold_create", body=body, token=token))
+            if then == "capture":
+                event = inv.event("hold_capture", body={"amount": 12}, token=token, hold_id=hold_id)
+            else:
+                event = inv.event("hold_release", token=token, hold_id=hold_id)
+            inv.call(op(then), "HoldsFunction", event)
+        grant = {"grant_id": f"g-{index}", "credits": 100}
+        inv.call(op("grant"), "ProvisionFunction", inv.event("grant", body=grant, license_id=license_id))
+        refund = {"site_url": f"{license_id}.com", "request_id": f"r-{index}", "amount": 2}
+        inv.call(op("refund"), "ProvisionFunction", inv.event("refund", body=refund, license_id=license_id))
 
     # -- Apply --------------------------------------------------------------------------------
 

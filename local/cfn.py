@@ -276,12 +276,15 @@ def ensure_table(
     *,
     timeout: float = 60.0,
 ) -> None:
-    """Create the template's table as ``table_name`` unless it exists; wait for ACTIVE; enable TTL.
+    """Create the template's table as ``table_name`` unless it exists; wait for ACTIVE; add the
+    global secondary indexes the template has gained since; enable TTL.
 
     Idempotent and safe when several processes run it at once: creation is attempted and a
     ``ResourceInUseException`` (the table exists or is being created) is the normal "someone else
-    did it" case. An existing table whose keys or indexes differ from the template raises
-    :class:`TableSchemaMismatch`, since every query against it would fail in confusing ways.
+    did it" case. An existing table (``make run`` keeps its data in ``.local/``) that lacks some of
+    the template's GSIs gets them with ``UpdateTable``, one at a time as DynamoDB requires,
+    backfilled from its items. An existing table whose keys or indexes *differ* from the template
+    raises :class:`TableSchemaMismatch`, since every query against it would fail in confusing ways.
     """
     from botocore.exceptions import ClientError  # imported here: cfn stays usable without boto3
 
@@ -292,6 +295,8 @@ def ensure_table(
         if _error_code(exc) != "ResourceInUseException":
             raise
     description = _wait_active(client, table_name, timeout)
+    _check_schema(description, kwargs, missing_indexes_ok=True)
+    description = _add_missing_indexes(client, description, kwargs, timeout)
     _check_schema(description, kwargs)
     ttl_attribute = table_ttl_attribute(template)
     if ttl_attribute is not None:
@@ -327,7 +332,47 @@ def _wait_active(client: DynamoDBClient, table_name: str, timeout: float) -> dic
         time.sleep(0.1)
 
 
-def _check_schema(description: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+def _add_missing_indexes(
+    client: DynamoDBClient, description: Mapping[str, Any], expected: Mapping[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Create the expected GSIs the table lacks (UpdateTable, one per call); the table's new
+    description once they are ACTIVE."""
+    from botocore.exceptions import ClientError
+
+    table_name = description["TableName"]
+    current = dict(description)
+    present = {gsi["IndexName"] for gsi in description.get("GlobalSecondaryIndexes", [])}
+    for index in expected.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] in present:
+            continue
+        key_names = {key["AttributeName"] for key in index["KeySchema"]}
+        definitions = [
+            definition
+            for definition in expected["AttributeDefinitions"]
+            if definition["AttributeName"] in key_names
+        ]
+        try:
+            client.update_table(
+                TableName=table_name,
+                AttributeDefinitions=definitions,
+                GlobalSecondaryIndexUpdates=[{"Create": dict(index)}],
+            )
+        except ClientError as exc:
+            # Another process is adding it too (the index exists, or the table is being updated):
+            # the table's state decides, after the wait below.
+            if _error_code(exc) not in ("ValidationException", "ResourceInUseException"):
+                raise
+        current = _wait_active(client, table_name, timeout)
+        present = {gsi["IndexName"] for gsi in current.get("GlobalSecondaryIndexes", [])}
+    return current
+
+
+def _check_schema(
+    description: Mapping[str, Any], expected: Mapping[str, Any], *, missing_indexes_ok: bool = False
+) -> None:
+    """Raise :class:`TableSchemaMismatch` when the table's keys or GSIs differ from ``expected``
+    (with ``missing_indexes_ok``, an expected GSI the table lacks is not a difference)."""
+
     def keys(schema: list[dict[str, str]]) -> list[tuple[str, str]]:
         return [(key["AttributeName"], key["KeyType"]) for key in schema]
 
@@ -338,7 +383,9 @@ def _check_schema(description: Mapping[str, Any], expected: Mapping[str, Any]) -
         gsi["IndexName"]: keys(gsi["KeySchema"]) for gsi in description.get("GlobalSecondaryIndexes", [])
     }
     expected_gsis = {
-        gsi["IndexName"]: keys(gsi["KeySchema"]) for gsi in expected.get("GlobalSecondaryIndexes", [])
+        gsi["IndexName"]: keys(gsi["KeySchema"])
+        for gsi in expected.get("GlobalSecondaryIndexes", [])
+        if not missing_indexes_ok or gsi["IndexName"] in actual_gsis
     }
     if actual_gsis != expected_gsis:
         problems.append(f"global secondary indexes {actual_gsis} != {expected_gsis}")
@@ -399,10 +446,14 @@ class RouteSpec:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """A schedule event (``Schedule``/``ScheduleV2``); listed only, the local tools never fire it."""
+    """A schedule event (``Schedule``/``ScheduleV2``): its event name, expression (``rate(1 minute)``),
+    the schedule's ``Name`` (the event name when it has none) and ``Input`` (resolved; None when the
+    template gives none). ``make run`` fires the ``rate()`` ones (:mod:`local.scheduler`)."""
 
     name: str
     expression: str
+    schedule_name: str = ""
+    input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -586,7 +637,15 @@ def _routes_and_schedules(
             routes.append(RouteSpec(method=method, path=path, auth=_auth_kind(authorizer, api_auth, where)))
         elif event.get("Type") in ("Schedule", "ScheduleV2"):
             expression = event_props.get("Schedule", event_props.get("ScheduleExpression"))
-            schedules.append(ScheduleSpec(name=event_name, expression=str(resolver.resolve(expression))))
+            schedule_input = event_props.get("Input")
+            schedules.append(
+                ScheduleSpec(
+                    name=event_name,
+                    expression=str(resolver.resolve(expression)),
+                    schedule_name=str(resolver.resolve(event_props.get("Name", event_name))),
+                    input=None if schedule_input is None else str(resolver.resolve(schedule_input)),
+                )
+            )
     return routes, schedules
 
 

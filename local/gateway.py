@@ -1381,9 +1381,12 @@ def describe(server: GatewayServer) -> str:
     return "\n".join(lines)
 
 
-def serve_forever(server: GatewayServer, *, announce: bool = True) -> None:
+def serve_forever(
+    server: GatewayServer, *, announce: bool = True, before_close: Callable[[], None] | None = None
+) -> None:
     """Print :func:`describe` to stderr and serve until ``server.shutdown()`` or an exception
-    (KeyboardInterrupt) ends it; the socket is closed on the way out.
+    (KeyboardInterrupt) ends it; ``before_close`` is called (e.g. to stop what invokes functions
+    besides the routes), then the socket and the execution environments are closed.
 
     When the program has not configured logging, the access lines and tracebacks go to stderr.
     """
@@ -1393,4 +1396,8 @@ def serve_forever(server: GatewayServer, *, announce: bool = True) -> None:
     try:
         server.serve_forever(poll_interval=0.25)
     finally:
-        server.server_close()
+        try:
+            if before_close is not None:
+                before_close()
+        finally:
+            server.server_close()

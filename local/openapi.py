@@ -23,7 +23,15 @@ DESCRIPTION = (
     "Every error is application/problem+json with a stable `code`. Contract: shared/API.md."
 )
 # Routes whose caller authenticates in the function, not at the gateway.
-_TOKEN_ROUTES = {("get", "/v1/balance"), ("post", "/v1/consume"), ("delete", "/v1/activations/current")}
+_TOKEN_ROUTES = {
+    ("get", "/v1/balance"),
+    ("post", "/v1/consume"),
+    ("delete", "/v1/activations/current"),
+    ("post", "/v1/holds"),
+    ("post", "/v1/holds/{hold_id}/capture"),
+    ("delete", "/v1/holds/{hold_id}"),
+    ("get", "/v1/holds/{hold_id}"),
+}
 
 
 def _security_schemes() -> dict[str, Any]:

@@ -12,6 +12,8 @@ Environment (all optional):
   ``BILLING_ROLE_ARN`` (the role the admin token stands for, given to the functions as the template
   parameter ``BillingRoleArn``): see :mod:`local.tokens`.
 - ``LOCAL_DEMO`` (1): ``0`` skips the demo license of the console.
+- ``LOCAL_SCHEDULES`` (1): ``0`` does not fire the template's ``rate()`` schedules (the hold sweeper
+  every minute, the renewal hourly: :mod:`local.scheduler`); ``aws lambda invoke`` still runs them.
 
 Extension point: functions appended to :data:`ON_READY` are called with the gateway once the table
 exists and before serving starts. The first one, :func:`serve_demo`, provisions the demo license the
@@ -51,6 +53,7 @@ from local.gateway import (
     build_gateway,
     serve_forever,
 )
+from local.scheduler import Scheduler, scheduled_targets
 from local.tokens import BILLING_ROLE_ARN_ENV, DEFAULT_BILLING_ROLE_ARN
 
 __all__ = ["DEMO", "ON_READY", "DemoError", "DemoLicense", "main", "provision_demo", "serve_demo"]
@@ -295,7 +298,13 @@ def main(
             stack.callback(server.server_close)
             for hook in on_ready:
                 hook(server)
-            serve_forever(server)
+            # The template's rate() schedules, fired as EventBridge Scheduler would; stopped before
+            # the server closes its execution environments.
+            specs = [function.spec for function in server.functions.values()]
+            scheduler = Scheduler(server.invoke, scheduled_targets(specs))
+            if os.environ.get("LOCAL_SCHEDULES", "1") != "0":
+                scheduler.start()
+            serve_forever(server, before_close=scheduler.stop)
     except (KeyboardInterrupt, _Stop):
         logger.info("stopped")
     return 0

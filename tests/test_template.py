@@ -20,13 +20,16 @@ import shlex
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import pytest
 
 from ai_credits import credentials, observability
+from ai_credits.clock import format_timestamp, parse_timestamp
 from tests.handlers.conftest import LambdaContext, load_function, sample_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,24 +190,35 @@ def _event_body(name: str) -> dict[str, Any]:
 
 
 def http_event(
-    name: str, *, body: Any = ..., token: str | None = None, license_id: str | None = None
+    name: str,
+    *,
+    body: Any = ...,
+    token: str | None = None,
+    license_id: str | None = None,
+    hold_id: str | None = None,
+    query: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``events/<name>.json`` with its body, bearer token or path license id replaced."""
+    """``events/<name>.json`` with its body, bearer token, path license id or hold id, or query
+    string replaced."""
     event = sample_event(name)
     if body is not ...:
         event["body"] = json.dumps(body)
     if token is not None:
         event["headers"]["authorization"] = f"Bearer {token}"
-    if license_id is not None:
-        event["pathParameters"]["license_id"] = license_id
-        path = event["routeKey"].split(" ", 1)[1].replace("{license_id}", license_id)
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    for parameter, value in (("license_id", license_id), ("hold_id", hold_id)):
+        if value is not None:
+            event["pathParameters"][parameter] = value
+            path = event["routeKey"].split(" ", 1)[1].replace("{" + parameter + "}", value)
+            event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    if query:
+        event["queryStringParameters"] = dict(query)
+        event["rawQueryString"] = urlencode(query)
     return event
 
 
 def run_scenarios(call: Functions) -> None:
-    """The sample events in their story (provision, activate, balance, consume, portal, Apply,
-    renew), then the other paths that make different DynamoDB requests. The rare paths are
+    """The sample events in their story (provision, activate, balance, consume, holds, portal,
+    Apply, renew), then the other paths that make different DynamoDB requests. The rare paths are
     reached by turning the services' retry budgets to zero (``OPTIMISTIC_ATTEMPTS``,
     ``CAS_ATTEMPTS``), not by mocking: the requests are the real ones of those paths."""
     from ai_credits.services import fences, plugin
@@ -225,6 +239,14 @@ def run_scenarios(call: Functions) -> None:
         body = {**_event_body("consume"), **fields}
         answer("ConsumeFunction", http_event("consume", body=body, token=token), status)
 
+    def hold(status: int, token: str, **fields: Any) -> Any:
+        body = {**_event_body("hold_create"), **fields}
+        return answer("HoldsFunction", http_event("hold_create", body=body, token=token), status)
+
+    def on_hold(name: str, status: int, token: str, hold_id: str | None = None, **options: Any) -> Any:
+        """``hold_capture``, ``hold_release`` or ``hold_get`` (the sample's hold unless named)."""
+        return answer("HoldsFunction", http_event(name, token=token, hold_id=hold_id, **options), status)
+
     license_key = _event_body("provision")["license_key"]
     paid = {**_event_body("provision"), "expires_at": "2028-11-01T00:00:00Z"}
 
@@ -242,6 +264,32 @@ def run_scenarios(call: Functions) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plugin, "CAS_ATTEMPTS", 0)  # as under contention: charge, then read
         consume(200, token, request_id="contended")
+
+    # Holds (rule 11): placed, replayed, refused; the sample hold captured (and again) and read;
+    # another released, then neither capturable nor found under another id; one left to expire,
+    # which the sweeper releases as of a minute past its expires_at.
+    hold(201, token)
+    hold(200, token)  # replayed
+    hold(409, token, amount=7)  # the hold_id reused with another body
+    hold(409, token, hold_id=_event_body("consume")["request_id"])  # a consume's id: one namespace
+    hold(402, token, hold_id="hold-too-much", amount=999_999)
+    hold(401, token + "x", hold_id="hold-bad-token")
+    on_hold("hold_capture", 200, token)
+    assert on_hold("hold_capture", 200, token)["replayed"] is True
+    on_hold("hold_capture", 409, token, body={"amount": 1})  # another amount
+    on_hold("hold_release", 409, token)  # hold_captured
+    on_hold("hold_get", 200, token)
+    hold(201, token, hold_id="hold-released")
+    on_hold("hold_release", 200, token, hold_id="hold-released")
+    on_hold("hold_release", 200, token, hold_id="hold-released")  # the same answer
+    on_hold("hold_capture", 409, token, hold_id="hold-released")  # hold_expired
+    on_hold("hold_get", 404, token, hold_id="no-such-hold")
+    expiring = hold(201, token, hold_id="hold-expiring", ttl_seconds=1)
+    later = format_timestamp(parse_timestamp(expiring["expires_at"]) + timedelta(minutes=1))
+    swept = call("HoldSweeperFunction", {**sample_event("sweep_holds-scheduled"), "time": later})
+    assert swept == {"now": later, "released": 1}, swept
+    assert on_hold("hold_get", 200, token, hold_id="hold-expiring")["status"] == "expired"
+    hold(201, token, hold_id="hold-open-at-renewal", ttl_seconds=3600)  # the renewal releases it
     answer("LicensesFunction", sample_event("list_licenses"), 200)
     answer("LicensesFunction", sample_event("get_credits"), 200)
     allocations = {"example.com": 800, "staging.example.com": 100}
@@ -263,8 +311,18 @@ def run_scenarios(call: Functions) -> None:
     unpaid = {**paid, "license_key": "unpaid-key", "expires_at": paid["term_end"]}
     answer("ProvisionFunction", http_event("provision", body=unpaid, license_id="lic-unpaid"), 201)
 
-    # The scheduled renewal: the deactivated staging site leaves the view, lic-unpaid expires.
+    # A network's hold on a sub-site, read and captured (0: nothing charged) without ?subsite_url=
+    # (the site's sub-sites are searched for it), then with it.
+    shop = {"subsite_url": "https://shop.example.com/"}
+    hold(201, token, hold_id="hold-subsite", **shop)
+    on_hold("hold_get", 200, token, hold_id="hold-subsite")
+    on_hold("hold_capture", 200, token, hold_id="hold-subsite", body={"amount": 0})
+    on_hold("hold_get", 200, token, hold_id="hold-subsite", query=shop)
+
+    # The scheduled renewal: the deactivated staging site (which releases its open hold) leaves
+    # the view, lic-unpaid expires.
     staging = activate(200, license_key=license_key + "-2", site_url="staging.example.com")
+    hold(201, staging, hold_id="hold-open-at-deactivation", amount=10)
     answer("ActivateFunction", http_event("deactivate", token=staging), 204)
     report = call("RenewFunction", sample_event("renew-scheduled"))
     assert (report["renewed"], report["expired"], report["failed"]) == (["lic-demo-1"], ["lic-unpaid"], [])
@@ -394,10 +452,20 @@ def test_the_renewal_failures_alarm_watches_the_metric_the_renew_function_emits(
     assert alarm["Period"] >= 3600 and alarm["TreatMissingData"] == "notBreaching"
 
 
+def _invocations_alarm(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    (alarm,) = [
+        props
+        for props in _alarms(template).values()
+        if props.get("MetricName") == "Invocations"
+        and props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical_id}}]
+    ]
+    return alarm
+
+
 def test_an_alarm_fires_when_the_renewal_schedule_stops_invoking_the_renew_function(
     template: dict[str, Any],
 ) -> None:
-    (alarm,) = [props for props in _alarms(template).values() if props.get("MetricName") == "Invocations"]
+    alarm = _invocations_alarm(template, "RenewFunction")
 
     assert (alarm["Namespace"], alarm["Dimensions"]) == (
         "AWS/Lambda",
@@ -415,6 +483,45 @@ def test_an_alarm_fires_when_the_renewal_schedule_stops_invoking_the_renew_funct
     assert schedule["ScheduleExpression"] == "rate(1 hour)"
 
 
+def test_the_hold_sweeper_runs_every_minute_with_the_scheduled_time_and_is_alarmed_when_it_stops(
+    template: dict[str, Any],
+) -> None:
+    sweeper = _functions(template)["HoldSweeperFunction"]["Properties"]
+    (schedule,) = [
+        event["Properties"] for event in sweeper["Events"].values() if event["Type"] == "ScheduleV2"
+    ]
+    # Expired holds' credits are back in remaining at most 60 seconds later (API.md, holds).
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert '"time": "<aws.scheduler.scheduled-time>"' in schedule["Input"]["Fn::Sub"]
+    # A run never outlives the next one's start; a stale one is dropped, the next sweeps instead.
+    assert sweeper["Timeout"] < 60
+    assert sweeper["EventInvokeConfig"]["MaximumEventAgeInSeconds"] == 60
+    assert schedule["RetryPolicy"]["MaximumEventAgeInSeconds"] == 60
+
+    alarm = _invocations_alarm(template, "HoldSweeperFunction")
+    assert (alarm["Statistic"], alarm["Period"] * alarm["EvaluationPeriods"]) == ("Sum", 300)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["TreatMissingData"]) == (
+        "LessThanThreshold",
+        1,
+        "breaching",
+    )
+
+
+def test_the_open_holds_index_is_sparse_and_projects_what_the_sweeper_releases_with(
+    template: dict[str, Any],
+) -> None:
+    table = template["Resources"][TABLE_ID]["Properties"]
+    (index,) = [index for index in table["GlobalSecondaryIndexes"] if index["IndexName"] == "gsi4"]
+    assert index["KeySchema"] == [
+        {"AttributeName": "gsi4pk", "KeyType": "HASH"},
+        {"AttributeName": "gsi4sk", "KeyType": "RANGE"},
+    ]
+    assert {"AttributeName": "gsi4pk", "AttributeType": "S"} in table["AttributeDefinitions"]
+    assert {"AttributeName": "gsi4sk", "AttributeType": "S"} in table["AttributeDefinitions"]
+    assert index["Projection"]["ProjectionType"] == "INCLUDE"
+    assert {"license_id", "site", "hold_id", "held"} <= set(index["Projection"]["NonKeyAttributes"])
+
+
 def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
     assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
     assert template["Conditions"]["HasAlarmTopic"] == {
@@ -422,7 +529,7 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
     }
     notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     alarms = _alarms(template)
-    assert len(alarms) == 5
+    assert len(alarms) == 6
     for logical_id, alarm in alarms.items():
         assert alarm["AlarmActions"] == notify == alarm["OKActions"], logical_id
         assert alarm["AlarmDescription"].strip(), logical_id
@@ -444,21 +551,27 @@ def test_every_route_is_throttled_by_the_stage_parameters(template: dict[str, An
         assert template["Parameters"][name]["MinValue"] >= 1
 
 
-def test_the_renew_function_has_reserved_concurrency_that_plugin_traffic_cannot_take(
-    template: dict[str, Any],
+@pytest.mark.parametrize(
+    ("logical_id", "parameter_name", "condition"),
+    [
+        ("RenewFunction", "RenewReservedConcurrency", "HasRenewReservation"),
+        ("HoldSweeperFunction", "HoldSweeperReservedConcurrency", "HasHoldSweeperReservation"),
+    ],
+)
+def test_the_scheduled_functions_have_reserved_concurrency_that_plugin_traffic_cannot_take(
+    template: dict[str, Any], logical_id: str, parameter_name: str, condition: str
 ) -> None:
-    parameter = template["Parameters"]["RenewReservedConcurrency"]
+    parameter = template["Parameters"][parameter_name]
     assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 2, 0)
-    assert template["Conditions"]["HasRenewReservation"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "RenewReservedConcurrency"}, "0"]}]
-    }
+    assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter_name}, "0"]}]}
     functions = _functions(template)
-    assert functions["RenewFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
-        "Fn::If": ["HasRenewReservation", {"Ref": "RenewReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    assert functions[logical_id]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": [condition, {"Ref": parameter_name}, {"Ref": "AWS::NoValue"}]
     }
     # The API's functions share the rest; the routes stay throttled (test above).
     assert [lid for lid, res in functions.items() if "ReservedConcurrentExecutions" in res["Properties"]] == [
-        "RenewFunction"
+        "RenewFunction",
+        "HoldSweeperFunction",
     ]
 
 

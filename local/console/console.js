@@ -186,6 +186,24 @@
     $("credits-total").textContent = format(view.credits_total);
     $("credits-allocated").textContent = format(view.allocated);
     $("credits-unallocated").textContent = format(view.unallocated);
+    $("credits-carried").textContent = format(view.carried_over);
+    $("grants").hidden = view.grants.length === 0;
+    $("grants-body").replaceChildren(
+      ...view.grants.map((grant) => {
+        const row = document.createElement("tr");
+        const name = document.createElement("th");
+        name.scope = "row";
+        name.textContent = grant.reason ? `${grant.grant_id} (${grant.reason})` : grant.grant_id;
+        const cells = [grant.credits, grant.remaining].map((value) =>
+          Object.assign(document.createElement("td"), { className: "num", textContent: format(value) }),
+        );
+        const until = Object.assign(document.createElement("td"), {
+          textContent: grant.expires_at ? day(grant.expires_at) : "the end of this term",
+        });
+        row.append(name, ...cells, until);
+        return row;
+      }),
+    );
     $("needs-allocation").hidden = !view.needs_allocation;
 
     const rows = view.sites.map((site, index) => {
@@ -200,7 +218,7 @@
       );
       if (site.network) domain.append(" ", badge("network", "network"));
       if (!site.active) domain.append(" ", badge("deactivated", "expired"));
-      const cells = [site.allocated, site.used, site.remaining].map((value) => {
+      const cells = [site.allocated, site.used, site.held, site.remaining].map((value) => {
         const cell = document.createElement("td");
         cell.className = "num";
         cell.textContent = format(value);
@@ -342,6 +360,7 @@
     $("site-remaining").textContent = format(body && body.site.remaining);
     $("site-allocated").textContent = format(body && body.site.allocated);
     $("site-used").textContent = format(body && body.site.used);
+    $("site-held").textContent = format(body && body.site.held);
     $("site-needs-allocation").hidden = !(body && body.needs_allocation);
   }
 

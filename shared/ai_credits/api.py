@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -160,12 +161,28 @@ def _json_body_event(event: dict[str, Any]) -> dict[str, Any]:
             "isBase64Encoded": False}  # fmt: skip
 
 
+# A percent-encoded character that cannot change the path's structure: ids are made of these
+# (``hold_id`` may hold ``:``, which a client's URL encoder often sends as ``%3A``).
+_ENCODED_ID_CHARACTER = re.compile(r"%(3[0-9A]|[46][1-9A-F]|[57][0-9A]|2[DE]|5F|7E)", re.IGNORECASE)
+
+
+def _decoded_path_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with ``%3A`` (and the other escapes of id characters) decoded in ``rawPath``, the
+    path Powertools takes the path parameters from (API Gateway decodes ``pathParameters`` itself)."""
+    raw_path = event.get("rawPath")
+    if not isinstance(raw_path, str) or "%" not in raw_path:
+        return event
+    decoded = _ENCODED_ID_CHARACTER.sub(lambda match: chr(int(match.group(1), 16)), raw_path)
+    return {**event, "rawPath": decoded}
+
+
 class ContractResolver(APIGatewayHttpResolver):
-    """Powertools' HTTP API resolver, taking JSON bodies only (see ``_json_body_event``)."""
+    """Powertools' HTTP API resolver, taking JSON bodies only (see ``_json_body_event``) and ids
+    in the path percent-encoded or not (see ``_decoded_path_event``)."""
 
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:  # type: ignore[override]
         try:
-            event = _json_body_event(event)
+            event = _json_body_event(_decoded_path_event(event))
         except DomainError as error:
             return _early_problem(error)
         return super().resolve(event, context)

@@ -27,9 +27,10 @@ def reconcile(license_: License, sites: Iterable[Site], ledger: Iterable[Mapping
     for site in sites:
         if not 0 <= site.used <= site.allocated:
             problems.append(f"{site.site}: used {site.used} outside 0..allocated {site.allocated}")
-        if site.remaining != site.allocated - site.used:
+        if site.remaining != site.allocated - site.used - site.held or site.held < 0:
             problems.append(
                 f"{site.site}: remaining {site.remaining} != allocated {site.allocated} - used {site.used}"
+                f" - held {site.held}"
             )
     allocated = sum(site.allocated for site in sites)
     if license_.unallocated < 0:

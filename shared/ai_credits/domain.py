@@ -95,9 +95,11 @@ class Site:
     active: bool
     allocated: int
     used: int
-    remaining: int
+    remaining: int  # allocated - used - held
     activated_at: str
     token_hash: str | None = None
+    held: int = 0  # reserved by open holds (rule 11)
+    activation: int = 0  # counts its re-activations: a hold of an earlier one was released
     expires_at: str = ""  # the license's, copied so that a consume checks it in the site item
     term_start: str = ""  # the term its counters belong to ("" on items older than the field)
     consume_fence: str = ""  # consumes wait until then (a renewal or deactivation settling)

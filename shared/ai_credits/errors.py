@@ -71,6 +71,14 @@ class TermEnded(DomainError):
     status, code, title = 409, "term_ended", "The consume's term has ended"
 
 
+class HoldExpired(DomainError):
+    status, code, title = 409, "hold_expired", "The hold was released or expired"
+
+
+class HoldCaptured(DomainError):
+    status, code, title = 409, "hold_captured", "The hold was captured"
+
+
 class LicenseKeyInUse(DomainError):
     """Not in the contract's table: provisioning a key that another license already holds."""
 

@@ -85,6 +85,7 @@ class ActivationRequest(BaseModel):
 class SiteCredits(_Response):
     allocated: int
     used: int
+    held: int
     remaining: int
 
 
@@ -104,6 +105,57 @@ class ConsumeRequest(BaseModel):
     request_id: RequestId
     feature: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     subsite_url: SiteUrl | None = Field(default=None, description="the sub-site of a network activation")
+
+
+class HoldRequest(BaseModel):
+    """``POST /v1/holds``: reserve credits before an AI call whose cost is known only afterwards."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
+
+    hold_id: RequestId
+    amount: ConsumeAmount
+    ttl_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = 300
+    feature: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
+    subsite_url: SiteUrl | None = Field(default=None, description="the sub-site of a network activation")
+
+
+class HoldResponse(_Response):
+    hold_id: str
+    amount: int
+    expires_at: str
+    remaining: int
+    replayed: bool
+
+
+class CaptureRequest(BaseModel):
+    """``POST /v1/holds/{hold_id}/capture``: what the call really cost (0 up to the held amount)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
+
+    amount: Annotated[StrictInt, Field(ge=0, le=MAX_CONSUME)]
+
+
+class CaptureResponse(_Response):
+    hold_id: str
+    captured: int
+    released: int
+    remaining: int
+    replayed: bool
+
+
+class ReleaseResponse(_Response):
+    hold_id: str
+    released: int
+    remaining: int
+
+
+class HoldView(_Response):
+    hold_id: str
+    amount: int
+    status: Literal["open", "captured", "released", "expired"]
+    expires_at: str
+    captured: int | None = None
+    feature: str | None = None
 
 
 class ConsumeResponse(_Response):
@@ -130,6 +182,7 @@ class BalanceSite(_Response):
     network: bool
     allocated: int
     used: int
+    held: int
     remaining: int
 
 
@@ -149,6 +202,7 @@ class CreditsSite(_Response):
     active: bool
     allocated: int
     used: int
+    held: int
     remaining: int
     activated_at: str
 

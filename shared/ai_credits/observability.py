@@ -8,28 +8,33 @@ Every HTTP handler wears the same decorators, in this order (outermost first)::
     def lambda_handler(event, context):
         return app.resolve(event, context)
 
-The correlation id is the HTTP API's ``requestContext.requestId``; the renew function takes the
-scheduled event's ``id`` instead (``correlation_paths.EVENT_BRIDGE``). ``capture_response=False``:
-a response can hold an activation token, and nothing secret goes to X-Ray. Nothing here logs a
-request body or an Authorization header: license keys and tokens never reach the logs.
+The correlation id is the HTTP API's ``requestContext.requestId``; the scheduled functions (renew,
+sweep_holds) take the scheduled event's ``id`` instead (``correlation_paths.EVENT_BRIDGE``).
+``capture_response=False``: a response can hold an activation token, and nothing secret goes to
+X-Ray. Nothing here logs a request body or an Authorization header: license keys and tokens never
+reach the logs.
 
 Service name and namespace come from ``POWERTOOLS_SERVICE_NAME`` (``ai-credits``) and
 ``POWERTOOLS_METRICS_NAMESPACE`` (``AICredits/<Stage>``), set in template.yaml. The metrics, in
 CloudWatch embedded metric format, each with the one dimension ``service``:
 
-=============================  ======  ==================  ===============================================
-metric                         unit    emitted by          value
-=============================  ======  ==================  ===============================================
-``CreditsConsumed``            Count   ConsumeFunction     credits charged by a consume (replays: none)
-``InsufficientCreditRefusals`` Count   ConsumeFunction     1 per ``402 insufficient_credits``
-``Activations_<environment>``  Count   ActivateFunction    1 per activation answered 201; ``<environment>``
-                                                           is ``live``, ``staging`` or ``development``
-``AllocationsApplied``         Count   AllocateFunction    1 per successful *Apply*
-``LicensesRenewed``            Count   RenewFunction       licenses renewed by a run
-``LicensesExpired``            Count   RenewFunction       licenses marked expired by a run
-``RenewalFailures``            Count   RenewFunction       licenses whose renewal failed in a run (sent as 0
-                                                           too; alarmed by ``RenewalFailuresAlarm``)
-=============================  ======  ==================  ===============================================
+=============================  ======  ===================  ===============================================
+metric                         unit    emitted by           value
+=============================  ======  ===================  ===============================================
+``CreditsConsumed``            Count   ConsumeFunction,     credits charged by a consume or a capture
+                                       HoldsFunction        (replays: none)
+``InsufficientCreditRefusals`` Count   ConsumeFunction,     1 per ``402 insufficient_credits``
+                                       HoldsFunction
+``Activations_<environment>``  Count   ActivateFunction     1 per activation answered 201; ``<environment>``
+                                                            is ``live``, ``staging`` or ``development``
+``AllocationsApplied``         Count   AllocateFunction     1 per successful *Apply*
+``LicensesRenewed``            Count   RenewFunction        licenses renewed by a run
+``LicensesExpired``            Count   RenewFunction        licenses marked expired by a run
+``RenewalFailures``            Count   RenewFunction        licenses whose renewal failed in a run (sent as 0
+                                                            too; alarmed by ``RenewalFailuresAlarm``)
+``HoldsExpired``               Count   HoldSweeperFunction  open holds past their ``expires_at`` released by a
+                                                            sweep (sent as 0 too)
+=============================  ======  ===================  ===============================================
 
 Tracing (X-Ray) is on in AWS Lambda only, as Powertools decides it: off outside Lambda (tests,
 ``make run``, ``make bench``), under ``sam local`` and with ``POWERTOOLS_TRACE_DISABLED``. When
@@ -59,6 +64,7 @@ ALLOCATIONS_APPLIED = "AllocationsApplied"
 LICENSES_RENEWED = "LicensesRenewed"
 LICENSES_EXPIRED = "LicensesExpired"
 RENEWAL_FAILURES = "RenewalFailures"
+HOLDS_EXPIRED = "HoldsExpired"
 
 _TRUTHY = frozenset({"1", "true", "t", "yes", "y", "on"})
 

@@ -170,9 +170,9 @@ class InactiveSite(Exception):
 
 
 class BelowUsedSite(Exception):
-    def __init__(self, site: str, used: int) -> None:
+    def __init__(self, site: str, used: int, held: int = 0) -> None:
         super().__init__(site)
-        self.site, self.used = site, used
+        self.site, self.used, self.held = site, used, held
 
 
 class OverAllocated(Exception):
@@ -194,7 +194,7 @@ def plan_allocations(
     """Rule 3 for an Apply of absolute allocations (sites not named keep theirs).
 
     Checked in this order: every named site is an active activation (404), none is set below
-    what it used this term (``below_used``), and the named sites' current allocations plus
+    what it used plus what it holds this term (``below_used``), and the named sites' current allocations plus
     ``unallocated`` cover what is asked (``over_allocation``). The database checks the same
     again when writing.
     """
@@ -203,8 +203,8 @@ def plan_allocations(
         if current is None or not current.active:
             raise InactiveSite(site)
     for site, allocation in requested.items():
-        if allocation < sites[site].used:
-            raise BelowUsedSite(site, sites[site].used)
+        if allocation < sites[site].used + sites[site].held:  # held credits cannot be allocated away
+            raise BelowUsedSite(site, sites[site].used, sites[site].held)
     available = unallocated + sum(sites[site].allocated for site in requested)
     asked = sum(requested.values())
     if asked > available:

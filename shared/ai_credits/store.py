@@ -244,6 +244,8 @@ def _site_from_item(item: Item) -> Site:
         allocated=int(item["allocated"]["N"]),
         used=int(item["used"]["N"]),
         remaining=int(item["remaining"]["N"]),
+        held=_count(item, "held"),
+        activation=_count(item, "activation"),
         activated_at=item["activated_at"]["S"],
         token_hash=from_attribute(token_hash) if token_hash else None,
         expires_at=item["expires_at"]["S"],
@@ -328,6 +330,10 @@ def site_values(site: Site, expires_at: str) -> dict[str, Any]:
         "expires_at": expires_at,
         "term_start": site.term_start or None,  # (never empty: a key condition compares it)
     }
+
+
+# A site's ``held`` as read (items written before holds have none: 0).
+HELD_AS_READ = "(attribute_not_exists(held) OR held = :held)"
 
 
 # -- the client ---------------------------------------------------------------------------
@@ -1040,6 +1046,8 @@ def write_activation(
             ":now": now,
             ":expires_at": read.expires_at,
             ":was_active": previous.active,
+            ":zero": 0,
+            ":again": 0 if previous.active else 1,  # a re-activation releases the holds before it
             ":was_environment": previous.environment,
             ":was_network": previous.network,
         }
@@ -1047,7 +1055,8 @@ def write_activation(
             site_key(site.license_id, site.site),
             "SET active = :true, token_hash = :token_hash, environment = :environment, network = :network,"
             " allocated = allocated + :moved, remaining = remaining + :moved, activated_at = :now,"
-            " expires_at = :expires_at REMOVE deactivated_at",
+            " expires_at = :expires_at, activation = if_not_exists(activation, :zero) + :again"
+            " REMOVE deactivated_at",
             "active = :was_active AND environment = :was_environment AND network = :was_network",
             None,
             site_values_,
@@ -1103,12 +1112,12 @@ def write_deactivation(read: License, site: Site, now: str, token_hash: str | No
     counter = "live_active" if site.environment == "live" else "nonlive_active"
     license_item = _update(
         license_key(read.license_id),
-        f"SET unallocated = unallocated + :remaining ADD {counter} :minus",
+        f"SET unallocated = unallocated + :returned ADD {counter} :minus",
         "term_start = :term_start AND attribute_not_exists(renewal)",
         None,
-        {":remaining": site.remaining, ":minus": -1, ":term_start": read.term_start},
+        {":returned": site.remaining + site.held, ":minus": -1, ":term_start": read.term_start},
     )
-    condition = "active = :true AND used = :used AND remaining = :remaining"
+    condition = f"active = :true AND used = :used AND remaining = :remaining AND {HELD_AS_READ}"
     values: dict[str, Any] = {
         ":false": False,
         ":true": True,
@@ -1116,13 +1125,14 @@ def write_deactivation(read: License, site: Site, now: str, token_hash: str | No
         ":zero": 0,
         ":now": now,
         ":remaining": site.remaining,
+        ":held": site.held,
     }
     if token_hash is not None:
         condition += " AND token_hash = :token_hash"
         values[":token_hash"] = token_hash
     site_item = _update(
         site_key(site.license_id, site.site),
-        "SET active = :false, allocated = :used, remaining = :zero, deactivated_at = :now"
+        "SET active = :false, allocated = :used, remaining = :zero, held = :zero, deactivated_at = :now"
         " REMOVE token_hash, consume_fence",
         condition,
         None,
@@ -1267,6 +1277,323 @@ def site_remaining(license_id: str, site: str) -> int:
         ProjectionExpression="remaining",
     )
     return int(response["Item"]["remaining"]["N"]) if "Item" in response else 0
+
+
+# -- holds --------------------------------------------------------------------------------
+
+HOLD_SHARDS = 8  # partitions of the open holds' index (gsi4), queried one by one by the sweeper
+
+
+def _of_activation(activation: int) -> str:
+    """The site is still the activation a hold was placed on (``:activation``; items older than
+    the counter have none: 0)."""
+    if activation:
+        return "activation = :activation"
+    return "(attribute_not_exists(activation) OR activation = :activation)"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A hold (rule 11): its entry shares the consumes' key (one request id namespace); a capture
+    of more than 0 turns it into that consume. ``term_start`` and ``activation`` are the site's
+    when it was placed: a site renewed or deactivated since has released it."""
+
+    hold_id: str
+    site: str
+    subsite: str | None
+    held: int
+    feature: str | None
+    body_hash: str
+    expires_at: str
+    status: str  # open, captured, released, expired (as written; see services.holds.status_of)
+    term_start: str
+    activation: int
+    remaining_after: int  # the placing's answer
+    captured: int | None = None
+    released: int | None = None
+    answer_remaining: int | None = None  # the capture's or release's answer
+
+
+def _hold_from_item(item: Item) -> Hold:
+    def number(name: str) -> int | None:
+        return int(item[name]["N"]) if name in item else None
+
+    return Hold(
+        hold_id=item["request_id"]["S"],
+        site=item["site"]["S"],
+        subsite=item["subsite"]["S"] if "subsite" in item else None,
+        held=int(item["held"]["N"]),
+        feature=item["feature"]["S"] if "feature" in item else None,
+        body_hash=item["hold_hash"]["S"],
+        expires_at=item["hold_expires_at"]["S"],
+        status=item["hold_status"]["S"],
+        term_start=item["term_start"]["S"] if "term_start" in item else "",
+        activation=_count(item, "activation"),
+        remaining_after=int(item["remaining_after"]["N"]),
+        captured=number("captured"),
+        released=number("released"),
+        answer_remaining=number("answer_remaining"),
+    )
+
+
+def read_for_hold(
+    license_id: str, site: str, hold_id: str, subsite: str | None
+) -> tuple[Site | None, Hold | None, bool]:
+    """The site and the hold (None where absent), and whether a consume holds that id: one
+    strongly consistent BatchGetItem."""
+    keys = [site_key(license_id, site), consume_entry_key(license_id, site, hold_id, subsite)]
+    found = _batch_get(keys)
+    site_item = next((item for item in found if item["pk"]["S"].startswith("LICENSE#")), None)
+    entry = next((item for item in found if item["pk"]["S"].startswith("LEDGER#")), None)
+    hold = _hold_from_item(entry) if entry is not None and "hold_status" in entry else None
+    return _site_from_item(site_item) if site_item else None, hold, entry is not None and hold is None
+
+
+def hold_subsites(license_id: str, site: str, hold_id: str) -> list[str | None]:
+    """The sub-sites (None: the network itself) of a site whose entries use ``hold_id``: for a
+    capture, release or read that names no sub-site (a Query of the site's entries)."""
+    kwargs: Item = {
+        "TableName": _table(),
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+        "FilterExpression": "request_id = :id AND attribute_exists(hold_status)",
+        "ExpressionAttributeValues": {
+            ":pk": {"S": f"LEDGER#{license_id}"},
+            ":prefix": {"S": f"CONSUME#{site}#"},
+            ":id": {"S": hold_id},
+        },
+        "ProjectionExpression": "subsite",
+        "ConsistentRead": True,
+    }
+    subsites: list[str | None] = []
+    while True:
+        response = _call(client().query, **kwargs)
+        subsites.extend(
+            item["subsite"]["S"] if "subsite" in item else None for item in response.get("Items", [])
+        )
+        if "LastEvaluatedKey" not in response:
+            return subsites
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def _hold_index_keys(license_id: str, sort_key: str, expires_at: str) -> dict[str, str]:
+    return {
+        "gsi4pk": f"HOLDS#{sum(license_id.encode()) % HOLD_SHARDS}",
+        "gsi4sk": f"{expires_at}#{license_id}#{sort_key}",
+    }
+
+
+def _site_of_hold(site: Site, token_hash: str | None, extra: str = "") -> tuple[str, dict[str, Any]]:
+    """The site's condition for a hold's write: still the activation and the term it was read in
+    (a deactivation or a renewal released its holds), with the ``remaining`` read (so the answer
+    is exact) and, for the plugin, its token."""
+    condition = f"active = :true AND {_of_activation(site.activation)} AND remaining = :remaining{extra}"
+    values: dict[str, Any] = {":true": True, ":activation": site.activation, ":remaining": site.remaining}
+    if site.term_start:
+        condition += " AND term_start = :term_start"
+        values[":term_start"] = site.term_start
+    else:
+        condition += " AND attribute_not_exists(term_start)"
+    if token_hash is not None:
+        condition += " AND token_hash = :token_hash"
+        values[":token_hash"] = token_hash
+    return condition, values
+
+
+def write_hold(license_id: str, site: Site, token_hash: str, hold: Hold, now: str) -> None:
+    """Place a hold: the site's ``remaining`` moves to ``held`` (at least what is asked must be
+    there, the license not expired, no fence) and the hold's entry is written (its id unused),
+    in one transaction. Raises ``Cancelled`` when a condition failed."""
+    condition, values = _site_of_hold(
+        site,
+        token_hash,
+        " AND remaining >= :amount AND expires_at > :now"
+        " AND (attribute_not_exists(consume_fence) OR consume_fence <= :now)",
+    )
+    if hold.subsite is not None:
+        condition += " AND network = :true"
+    site_update = _update(
+        site_key(license_id, site.site),
+        "SET remaining = remaining - :amount, held = if_not_exists(held, :zero) + :amount",
+        condition,
+        None,
+        {**values, ":amount": hold.held, ":now": now, ":zero": 0},
+    )
+    key = consume_entry_key(license_id, site.site, hold.hold_id, hold.subsite)
+    entry = {
+        **{name: value["S"] for name, value in key.items()},
+        **_hold_index_keys(license_id, key["sk"]["S"], hold.expires_at),
+        "type": "hold",
+        "license_id": license_id,
+        "site": site.site,
+        "subsite": hold.subsite,
+        "request_id": hold.hold_id,
+        "hold_id": hold.hold_id,
+        "held": hold.held,
+        "feature": hold.feature,
+        "hold_hash": hold.body_hash,
+        # A consume replaying this id compares its body with this: never equal (409).
+        "body_hash": f"hold:{hold.body_hash}",
+        "amount": hold.held,
+        "at": now,
+        "hold_expires_at": hold.expires_at,
+        "hold_status": "open",
+        "term_start": site.term_start or None,
+        "activation": site.activation,
+        "remaining_after": hold.remaining_after,
+    }
+    transact([site_update, _put(entry, "attribute_not_exists(pk)")])
+
+
+def write_capture(license_id: str, site: Site, token_hash: str, hold: Hold, captured: int, now: str) -> None:
+    """Capture an open hold: ``captured`` is charged (used), the rest returns to ``remaining``;
+    a capture of more than 0 makes the entry that consume (ledger, refunds). One transaction, only
+    while the hold is open and unexpired and the site is the one it was placed on."""
+    released = hold.held - captured
+    answer = site.remaining + released
+    sets = "SET hold_status = :captured, captured = :amount, released = :released, answer_remaining = :answer"
+    if captured:
+        sets += ", #type = :consume, amount = :amount"
+    entry_update = _update(
+        consume_entry_key(license_id, site.site, hold.hold_id, hold.subsite),
+        sets + " REMOVE gsi4pk, gsi4sk",
+        "hold_status = :open AND hold_expires_at > :now",
+        {"#type": "type"} if captured else None,
+        {
+            ":captured": "captured",
+            ":amount": captured,
+            ":released": released,
+            ":answer": answer,
+            ":open": "open",
+            ":now": now,
+            **({":consume": "consume"} if captured else {}),
+        },
+    )
+    condition, values = _site_of_hold(site, token_hash, " AND held >= :held AND expires_at > :now")
+    site_update = _update(
+        site_key(license_id, site.site),
+        "SET held = held - :held, used = used + :amount, remaining = remaining + :released",
+        condition,
+        None,
+        {**values, ":held": hold.held, ":amount": captured, ":released": released, ":now": now},
+    )
+    transact([entry_update, site_update])
+
+
+def write_release(license_id: str, site: Site | None, hold: Hold, status: str, now: str) -> None:
+    """Close an open hold as ``status`` (released, or expired past its time): its credits return
+    to the site's ``remaining`` when ``site`` is given (the activation and term it was placed
+    on), else (the site moved on: its renewal or deactivation released them) only the hold
+    closes. Once: only while the hold is open."""
+    answer = site.remaining + hold.held if site is not None else None
+    entry_update = _update(
+        consume_entry_key(license_id, hold.site, hold.hold_id, hold.subsite),
+        "SET hold_status = :status, released = :held"
+        + (", answer_remaining = :answer" if answer is not None else "")
+        + " REMOVE gsi4pk, gsi4sk",
+        "hold_status = :open",
+        None,
+        {
+            ":status": status,
+            ":held": hold.held,
+            ":open": "open",
+            **({":answer": answer} if answer is not None else {}),
+        },
+    )
+    items = [entry_update]
+    if site is not None:
+        condition, values = _site_of_hold(site, None, " AND held >= :held")
+        items.append(
+            _update(
+                site_key(license_id, site.site),
+                "SET held = held - :held, remaining = remaining + :held",
+                condition,
+                None,
+                {**values, ":held": hold.held},
+            )
+        )
+    transact(items)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredHold:
+    """An open hold past its time, as the sweeper's index shows it."""
+
+    license_id: str
+    site: str
+    subsite: str | None
+    hold_id: str
+    held: int
+    term_start: str
+    activation: int
+
+
+def expired_holds(now: str) -> Iterator[ExpiredHold]:
+    """Every open hold whose ``expires_at`` is at or before ``now``: gsi4, one Query per shard
+    (the index is sparse: a hold leaves it when it closes)."""
+    for shard in range(HOLD_SHARDS):
+        kwargs: Item = {
+            "TableName": _table(),
+            "IndexName": "gsi4",
+            "KeyConditionExpression": "gsi4pk = :shard AND gsi4sk < :bound",
+            "ExpressionAttributeValues": {":shard": {"S": f"HOLDS#{shard}"}, ":bound": {"S": f"{now}$"}},
+        }
+        while True:
+            response = _call(client().query, **kwargs)
+            for item in response.get("Items", []):
+                yield ExpiredHold(
+                    license_id=item["license_id"]["S"],
+                    site=item["site"]["S"],
+                    subsite=item["subsite"]["S"] if "subsite" in item else None,
+                    hold_id=item["hold_id"]["S"],
+                    held=int(item["held"]["N"]),
+                    term_start=item["term_start"]["S"] if "term_start" in item else "",
+                    activation=_count(item, "activation"),
+                )
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def expire_hold(hold: ExpiredHold) -> bool:
+    """Close an expired open hold once (overlapping sweeps: one wins): its credits return to the
+    site when it is still the activation and term it was placed on, else only the hold closes
+    (as released: the site's renewal or deactivation released it). False: it was closed already."""
+    key = consume_entry_key(hold.license_id, hold.site, hold.hold_id, hold.subsite)
+    of_site = f"active = :true AND {_of_activation(hold.activation)} AND held >= :held AND " + (
+        "term_start = :term_start" if hold.term_start else "attribute_not_exists(term_start)"
+    )
+    site_values: dict[str, Any] = {":true": True, ":activation": hold.activation, ":held": hold.held}
+    if hold.term_start:
+        site_values[":term_start"] = hold.term_start
+    for status, with_site in (("expired", True), ("released", False)):
+        items = [
+            _update(
+                key,
+                "SET hold_status = :status, released = :held REMOVE gsi4pk, gsi4sk",
+                "hold_status = :open",
+                None,
+                {":status": status, ":held": hold.held, ":open": "open"},
+            )
+        ]
+        if with_site:
+            items.append(
+                _update(
+                    site_key(hold.license_id, hold.site),
+                    "SET held = held - :held, remaining = remaining + :held",
+                    of_site,
+                    None,
+                    site_values,
+                )
+            )
+        try:
+            transact(items)
+            return True
+        except Cancelled as cancelled:
+            if cancelled.failed(0):
+                return False  # closed already (a capture, a release, another sweep)
+            if not (with_site and cancelled.failed(1)):
+                raise
+    return False
 
 
 # -- refunds ------------------------------------------------------------------------------
@@ -1435,11 +1762,15 @@ def write_allocations(license_: License, changes: Sequence[AllocationChange], no
     site_items = [
         _update_with_attributes(
             site_key(license_.license_id, change.site),
-            "SET allocated = :new, remaining = :new - used",
-            "active = :true AND allocated = :old AND used <= :new",
+            # remaining moves by the change (held credits stay held); it may not fall below 0,
+            # which is the allocation not going below used + held.
+            "SET allocated = :new, remaining = remaining + :change",
+            "active = :true AND allocated = :old AND remaining >= :fall",
             {
                 ":new": {"N": str(change.new_allocated)},
                 ":old": {"N": str(change.old_allocated)},
+                ":change": {"N": str(change.new_allocated - change.old_allocated)},
+                ":fall": {"N": str(max(0, change.old_allocated - change.new_allocated))},
                 ":true": {"BOOL": True},
             },
         )
@@ -1552,17 +1883,23 @@ def roll_sites(license_id: str, renewal: PendingRenewal, sites: Sequence[Site], 
     """
     from_term = {":from": {"S": renewal.from_term}}
     of_ended_term = "(attribute_not_exists(term_start) OR term_start = :from)"
+    as_read = f"used = :used AND remaining = :remaining AND {HELD_AS_READ}"
     items: list[Item] = []
     for site in sites:
-        read = {":used": {"N": str(site.used)}, ":remaining": {"N": str(site.remaining)}, **from_term}
+        read = {
+            ":used": {"N": str(site.used)},
+            ":remaining": {"N": str(site.remaining)},
+            ":held": {"N": str(site.held)},
+            **from_term,
+        }
         if site.active:
             allocated = {"N": str(renewal.allocations.get(site.site, 0))}
             items.append(
                 _update_with_attributes(
                     site_key(license_id, site.site),
-                    "SET allocated = :allocated, used = :zero, remaining = :allocated, term_start = :to"
-                    " REMOVE consume_fence",
-                    f"active = :true AND used = :used AND remaining = :remaining AND {of_ended_term}",
+                    "SET allocated = :allocated, used = :zero, held = :zero, remaining = :allocated,"
+                    " term_start = :to REMOVE consume_fence",
+                    f"active = :true AND {as_read} AND {of_ended_term}",
                     {
                         ":allocated": allocated,
                         ":zero": {"N": "0"},
@@ -1578,8 +1915,7 @@ def roll_sites(license_id: str, renewal: PendingRenewal, sites: Sequence[Site], 
                     "Delete": {
                         "TableName": _table(),
                         "Key": site_key(license_id, site.site),
-                        "ConditionExpression": f"active = :false AND used = :used AND remaining = :remaining"
-                        f" AND {of_ended_term}",
+                        "ConditionExpression": f"active = :false AND {as_read} AND {of_ended_term}",
                         "ExpressionAttributeValues": {":false": {"BOOL": False}, **read},
                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
@@ -1593,7 +1929,7 @@ def roll_sites(license_id: str, renewal: PendingRenewal, sites: Sequence[Site], 
         "type": "expiry_sites",
         "license_id": license_id,
         "term_start": renewal.from_term,
-        "sites": {site.site: site.remaining for site in sites if site.active},  # what expires
+        "sites": {site.site: site.remaining + site.held for site in sites if site.active},  # what expires
         "used": {site.site: site.used for site in sites},  # per site of the term, for audits
         "at": now,
     }

@@ -5,7 +5,7 @@ The help article's story, on the demo license (1,000 credits; example.com 500, e
 staging.example.com 100): the customer gives the live site more credits in *Manage AI Credits*, the
 site's *Manage Plan* shows them after a click on the refresh icon, the site spends credits, and
 both screens show the API's refusals (402 insufficient_credits, 409 over_allocation and
-below_used). A screenshot is kept in ``.local/test-artifacts/console.png``.
+below_used); a grant shows with what is left of it, and a site's held credits show. A screenshot is kept in ``.local/test-artifacts/console.png``.
 """
 
 from __future__ import annotations
@@ -158,6 +158,22 @@ def test_allocate_refresh_spend_and_the_refusals_in_the_browser(
     plugin.get_by_label("Site").select_option("staging.example.com")
     expect(plugin.locator("#balance-site")).to_have_text("staging.example.com")
     expect(remaining).to_have_text("100")
+
+    # A top-up granted by billing shows in Manage AI Credits, with what is left of it; the plugin
+    # shows what its site holds for AI calls in progress
+    assert (
+        Api(gateway).grant(demo_license.license_id, "console-topup", 300, reason="Top-up pack").status == 201
+    )
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    grants = portal.locator("#grants")
+    expect(grants).to_be_visible()
+    expect(grants.locator("tbody tr")).to_have_count(1)
+    expect(grants.locator("tbody tr th")).to_have_text("console-topup (Top-up pack)")
+    expect(grants.locator("tbody tr td").first).to_have_text("300")
+    expect(portal.locator("#credits-total")).to_have_text("1,300")
+    expect(portal.locator("#credits-carried")).to_have_text("0")
+    expect(plugin.locator("#site-held")).to_have_text("0")
 
     # What the page showed is what the API holds
     portal_token = gateway_settings.portal_token(demo_license.account_id)

@@ -106,6 +106,11 @@ FUNCTION_OF_EVENT = {
     "portal_deactivate": "allocate",
     "grant": "provision",
     "refund": "provision",
+    "hold_create": "holds",
+    "hold_capture": "holds",
+    "hold_release": "holds",
+    "hold_get": "holds",
+    "sweep_holds-scheduled": "sweep_holds",
 }
 
 
@@ -215,4 +220,12 @@ def portal(table: str) -> Callable[..., Answer]:
 def renew(event: dict[str, Any]) -> dict[str, Any]:
     """Invoke the renew function as EventBridge Scheduler or the Lambda Invoke API does."""
     result: dict[str, Any] = load_function("renew").lambda_handler(event, LambdaContext())
+    return result
+
+
+def sweep_holds(event: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the hold sweeper as EventBridge Scheduler or the Lambda Invoke API does."""
+    result: dict[str, Any] = load_function(FUNCTION_OF_EVENT["sweep_holds-scheduled"]).lambda_handler(
+        event, LambdaContext()
+    )
     return result

@@ -36,7 +36,7 @@ def test_rule1_a_live_site_of_a_single_site_license_gets_every_credit(single, ac
     assert answer.body["environment"] == "live"
     assert answer.body["network"] is False
     assert answer.body["license_id"] == "lic-single"
-    assert answer.body["credits"] == {"allocated": 1000, "used": 0, "remaining": 1000}
+    assert answer.body["credits"] == {"allocated": 1000, "used": 0, "held": 0, "remaining": 1000}
     assert len(answer.body["activation_token"]) > 40
 
 
@@ -159,7 +159,7 @@ def test_reactivation_restores_the_allocation_plus_rule1(single, activate, consu
     again = activate(single, "example.com")
 
     assert again.status == 201
-    assert again.body["credits"] == {"allocated": 1000, "used": 30, "remaining": 970}
+    assert again.body["credits"] == {"allocated": 1000, "used": 30, "held": 0, "remaining": 970}
 
 
 # -- balance -----------------------------------------------------------------------------------
@@ -188,6 +188,7 @@ def test_balance_reads_license_and_site_with_an_etag_and_304(single, activate, b
         "network": False,
         "allocated": 1000,
         "used": 0,
+        "held": 0,
         "remaining": 1000,
     }
     assert answer.body["needs_allocation"] is False

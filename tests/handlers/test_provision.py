@@ -113,7 +113,7 @@ def test_rule7_a_needs_allocation_license_gives_nothing_to_its_live_site_on_reac
     answer = activate("key-r7c-secret", "https://shop.com")
 
     assert answer.status == 200  # imported as active: the plugin only gets its token
-    assert answer.body["credits"] == {"allocated": 0, "used": 0, "remaining": 0}
+    assert answer.body["credits"] == {"allocated": 0, "used": 0, "held": 0, "remaining": 0}
 
 
 def test_rule7_multi_site_import_waits_for_the_customer(provision):

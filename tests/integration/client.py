@@ -114,6 +114,28 @@ class Api:
         body = {"amount": amount, "request_id": request_id or uuid.uuid4().hex, **fields}
         return self.call("POST", "/v1/consume", body, token=token)
 
+    def hold(self, token: str, hold_id: str, amount: Any, **fields: Any) -> Answer:
+        return self.call("POST", "/v1/holds", {"hold_id": hold_id, "amount": amount, **fields}, token=token)
+
+    def capture(self, token: str, hold_id: str, amount: Any) -> Answer:
+        return self.call("POST", f"/v1/holds/{hold_id}/capture", {"amount": amount}, token=token)
+
+    def release(self, token: str, hold_id: str) -> Answer:
+        return self.call("DELETE", f"/v1/holds/{hold_id}", token=token)
+
+    # -- billing ------------------------------------------------------------------------------------
+
+    def grant(self, license_id: str, grant_id: str, credits: Any, **fields: Any) -> Answer:
+        body = {"grant_id": grant_id, "credits": credits, **fields}
+        return self._admin("POST", f"/v1/admin/licenses/{license_id}/grants", body)
+
+    def refund(self, license_id: str, site_url: str, request_id: str, **fields: Any) -> Answer:
+        body = {"site_url": site_url, "request_id": request_id, **fields}
+        return self._admin("POST", f"/v1/admin/licenses/{license_id}/refunds", body)
+
+    def _admin(self, method: str, path: str, body: Any) -> Answer:
+        return self.call(method, path, body, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+
     # -- the portal (``token`` is a portal JWT) ---------------------------------------------------
 
     def licenses(self, token: str | None) -> Answer:

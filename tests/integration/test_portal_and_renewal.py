@@ -265,7 +265,7 @@ def test_a_single_site_license_end_to_end(api: Api, account: str, owner: str):
     # Rule 1: the live site gets everything, the staging site 0
     live_answer = api.activate(key, f"https://www.{name}.com/")
     assert live_answer.status == 201
-    assert live_answer.body["credits"] == {"allocated": 1000, "used": 0, "remaining": 1000}
+    assert live_answer.body["credits"] == {"allocated": 1000, "used": 0, "held": 0, "remaining": 1000}
     staging_answer = api.activate(key, f"staging.{name}.com", "staging")
     assert staging_answer.status == 201
     assert (staging_answer.body["environment"], staging_answer.body["credits"]["allocated"]) == ("staging", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,8 @@ def test_routes_take_their_auth_from_the_event_or_the_apis_default(app: dict[str
         RouteSpec("GET", "/d", "jwt"),  # implicit API: Globals.HttpApi's default
     ]
     assert spec.schedules == [
-        ScheduleSpec("Tick", "rate(5 minutes)"),
-        ScheduleSpec("Tock", "cron(0 * * * ? *)"),
+        ScheduleSpec("Tick", "rate(5 minutes)", "Tick"),
+        ScheduleSpec("Tock", "cron(0 * * * ? *)", "Tock"),
     ]
 
 
@@ -261,3 +262,75 @@ def test_claims_are_strings_like_api_gateways() -> None:
         "[x y]",
         '{"k":1}',
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# ensure_table on an existing table (make run keeps its data in .local/): the template's new GSIs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_ensure_table_adds_the_templates_new_indexes_to_an_existing_table_and_keeps_its_items(
+    dynamodb_local: str, template: dict[str, Any]
+) -> None:
+    import uuid
+
+    import boto3
+
+    from local.cfn import TableSchemaMismatch, ensure_table
+
+    client = boto3.client("dynamodb", endpoint_url=dynamodb_local)
+    table_name = f"ensure-table-{uuid.uuid4().hex[:8]}"
+    full = table_create_kwargs(template, table_name)
+    assert len(full["GlobalSecondaryIndexes"]) >= 2
+    # The table as an older template made it: without its last two indexes (and their attributes).
+    *kept, _, _ = full["GlobalSecondaryIndexes"]
+    kept_attributes = {"pk", "sk"} | {key["AttributeName"] for gsi in kept for key in gsi["KeySchema"]}
+    older = {
+        **full,
+        "GlobalSecondaryIndexes": kept,
+        "AttributeDefinitions": [
+            definition
+            for definition in full["AttributeDefinitions"]
+            if definition["AttributeName"] in kept_attributes
+        ],
+    }
+    client.create_table(**older)
+    try:
+        # An item that the newest index will hold: the index is backfilled from the table.
+        last = full["GlobalSecondaryIndexes"][-1]
+        item = {"pk": {"S": "p"}, "sk": {"S": "s"}}
+        item |= {key["AttributeName"]: {"S": "v-" + key["AttributeName"]} for key in last["KeySchema"]}
+        client.put_item(TableName=table_name, Item=item)
+
+        ensure_table(client, table_name, template)
+        ensure_table(client, table_name, template)  # idempotent
+
+        description = client.describe_table(TableName=table_name)["Table"]
+        assert sorted(gsi["IndexName"] for gsi in description["GlobalSecondaryIndexes"]) == sorted(
+            gsi["IndexName"] for gsi in full["GlobalSecondaryIndexes"]
+        )
+        assert all(gsi["IndexStatus"] == "ACTIVE" for gsi in description["GlobalSecondaryIndexes"])
+        hash_key = next(key["AttributeName"] for key in last["KeySchema"] if key["KeyType"] == "HASH")
+        found = client.query(
+            TableName=table_name,
+            IndexName=last["IndexName"],
+            KeyConditionExpression="#k = :v",
+            ExpressionAttributeNames={"#k": hash_key},
+            ExpressionAttributeValues={":v": item[hash_key]},
+        )["Items"]
+        assert [(found_item["pk"], found_item["sk"]) for found_item in found] == [(item["pk"], item["sk"])]
+        assert client.get_item(TableName=table_name, Key={"pk": item["pk"], "sk": item["sk"]})["Item"] == item
+
+        # An index of the same name with other keys is not repaired: the data is stale.
+        other = copy.deepcopy(template)
+        table = other["Resources"]["CreditsTable"]["Properties"]
+        first = table["GlobalSecondaryIndexes"][0]
+        first["KeySchema"] = [  # its keys swapped
+            {"AttributeName": key["AttributeName"], "KeyType": kind}
+            for key, kind in zip(reversed(first["KeySchema"]), ("HASH", "RANGE"), strict=True)
+        ]
+        with pytest.raises(TableSchemaMismatch, match="global secondary indexes"):
+            ensure_table(client, table_name, other)
+    finally:
+        client.delete_table(TableName=table_name)

@@ -282,6 +282,7 @@ class Model:
                     "active": site.active,
                     "allocated": site.allocated,
                     "used": site.used,
+                    "held": 0,  # the model places no holds (tests/handlers/test_holds.py)
                     "remaining": site.remaining,
                 }
                 for name, site in sorted(license_.sites.items())
@@ -311,6 +312,7 @@ class Model:
                 "network": site.network,
                 "allocated": site.allocated,
                 "used": site.used,
+                "held": 0,
                 "remaining": site.remaining,
             },
             "needs_allocation": license_.needs_allocation,
@@ -704,7 +706,12 @@ class CreditsMachine(RuleBasedStateMachine):
             "environment": spec.environment,
             "network": spec.network,
             "license_id": license_.license_id,
-            "credits": {"allocated": site_.allocated, "used": site_.used, "remaining": site_.remaining},
+            "credits": {
+                "allocated": site_.allocated,
+                "used": site_.used,
+                "held": 0,
+                "remaining": site_.remaining,
+            },
         }
         assert all(token != known.token for known in self.model.tokens)
         self.model.tokens.append(Token(who, name, token))

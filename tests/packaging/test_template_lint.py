@@ -109,7 +109,8 @@ def test_sam_validate_lint_passes(sam: Path) -> None:
 def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: Path) -> None:
     """Each function's role: its inline ``Policies`` statements (tests/test_template.py checks them
     against the requests it makes), logs, X-Ray, and for the renew function sending a failed run
-    to the dead-letter queue. The schedule's role: invoking the renew function and the queue."""
+    to the dead-letter queue. The schedules' roles: invoking their function (and for the renewal's,
+    the queue; the hold sweeper's has none: the next sweep supersedes a lost one)."""
     python = sam.parent / "python"
     if not os.access(python, os.X_OK):
         pytest.skip(f"no Python next to {sam} to run SAM's transform with")
@@ -148,6 +149,10 @@ def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: P
             ["lambda:InvokeFunction", {"Fn::GetAtt": ["RenewFunction", "Arn"]}],
             ["sqs:SendMessage", queue],
         ],
+    }
+    expected["HoldSweeperFunctionEveryMinuteRole"] = {
+        "managed": [],
+        "statements": [["lambda:InvokeFunction", {"Fn::GetAtt": ["HoldSweeperFunction", "Arn"]}]],
     }
 
     def comparable(role: dict[str, Any]) -> tuple[list[str], list[str]]:

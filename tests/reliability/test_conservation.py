@@ -1,8 +1,8 @@
 """Conservation under concurrency (the Jepsen bank test, for credits), on DynamoDB Local.
 
 32 clients, for a bounded time, through the local HTTP gateway: consumes on a network pool and on
-single sites, replays of request ids, Apply in the portal, deactivations and re-activations, and a
-renewal in the middle. Then the checker (the same as ``make audit``) verifies, per license, that
+single sites, replays of request ids, holds captured or released, refunds, grants, Apply in the
+portal, deactivations and re-activations, and a renewal in the middle. Then the checker (the same as ``make audit``) verifies, per license, that
 the counters add up and that the ledger replayed from zero equals them; and that every 200 the
 clients saw is in the ledger exactly once and no ledger entry lacks its 200.
 """
@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ class World:
         self.operations: Counter[str] = Counter()
         self.renewed = threading.Event()
         self.unavailable: set[tuple[str, str, str]] = set()
+        self.refunded: dict[tuple[str, str, str], int] = {}  # (license, site, request id) -> credits
 
     def token(self, license_id: str, site: str) -> str | None:
         with self.lock:
@@ -93,7 +95,9 @@ def _client(world: World, licenses: list[str], index: int, deadline: float) -> N
         url, environment, network = rng.choice(world.sites[license_id])
         site = url  # the sites above are already normalized
         roll = rng.random()
-        if roll < 0.70:
+        if 0.60 <= roll < 0.70:
+            _lifecycle(world, rng, license_id, site, mine)
+        elif roll < 0.70:
             replay = bool(mine) and rng.random() < 0.2
             if replay:
                 license_id, site, request_id, amount, fields = rng.choice(mine)
@@ -155,6 +159,60 @@ def _client(world: World, licenses: list[str], index: int, deadline: float) -> N
                 assert result["renewed"] == [license_id], result
 
 
+def _repeated(call: Any) -> Any:
+    """A write repeated with the same id while it answers 503 (the contract: repeat, it applies
+    at most once and answers its outcome)."""
+    for _ in range(6):
+        answer = call()
+        if answer.status != 503:
+            return answer
+        assert answer.headers["retry-after"]
+    return answer
+
+
+def _lifecycle(world: World, rng: random.Random, license_id: str, site: str, mine: list) -> None:
+    """A hold captured (a charge like a consume) or released, a refund of an earlier charge, or a
+    grant to the license."""
+    kind = rng.random()
+    if kind < 0.7:
+        token = world.token(license_id, site)
+        if token is None:
+            return
+        hold_id, amount = f"h{rng.randrange(10**12)}", rng.randint(1, 12)
+        placed = _repeated(lambda: world.api.hold(token, hold_id, amount))
+        world.count("hold", placed.status)
+        if placed.status not in (200, 201):
+            return
+        if rng.random() < 0.7:
+            captured = rng.randint(0, amount)
+            answer = _repeated(lambda: world.api.capture(token, hold_id, captured))
+            world.count("capture", answer.status)
+            if answer.status == 200 and captured:
+                with world.lock:
+                    world.charged[(license_id, site, hold_id)] = captured
+                mine.append((license_id, site, hold_id, captured, {}))
+        else:
+            world.count("release", _repeated(lambda: world.api.release(token, hold_id)).status)
+    elif kind < 0.9 and mine:
+        charged_license, charged_site, request_id, amount, fields = rng.choice(mine)
+        if fields:  # a sub-site's charge: its refund names the sub-site too
+            return
+        refunded = rng.randint(1, amount)
+        answer = _repeated(
+            lambda: world.api.refund(charged_license, charged_site, request_id, amount=refunded)
+        )
+        world.count("refund", answer.status)
+        assert answer.status in (200, 201, 404, 409), answer.body
+        if answer.status == 201:
+            with world.lock:
+                world.refunded[(charged_license, charged_site, request_id)] = refunded
+    else:
+        grant_id = f"g{rng.randrange(10**12)}"
+        answer = _repeated(lambda: world.api.grant(license_id, grant_id, rng.randint(1, 50)))
+        world.count("grant", answer.status)
+        assert answer.status in (200, 201), answer.body
+
+
 @pytest.mark.integration
 def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_env, portal_token):
     api = Api(gateway)
@@ -176,6 +234,9 @@ def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_en
         assert license_.term_start == "2026-11-01T00:00:00Z", "the renewal happened once"
         assert sum(entry["type"] == "expiry" for entry in ledger) == 1
         for entry in ledger:
+            if entry["type"] == "refund":
+                key = (license_id, entry["site"], entry["request_id"])
+                assert world.refunded.get(key) == entry["refunded"] <= world.charged[key], key
             if entry["type"] == "consume":
                 key = (license_id, entry["site"], entry["request_id"])
                 assert key not in ledger_seen
@@ -195,3 +256,5 @@ def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_en
     assert world.operations["consume 200"] > 20  # a floor that holds on a loaded 2-core machine
     assert any(name.startswith("apply 200") for name in world.operations)
     assert any(name.startswith("deactivate 204") for name in world.operations)
+    for done in ("hold 201", "capture 200", "release 200", "refund 201", "grant 201"):
+        assert world.operations[done] > 0, done

@@ -89,6 +89,7 @@ class World:
         self.activations = 0
         self.grants = 0
         self.refunds = 0
+        self.holds = 0
         self.cases: Counter[str] = Counter()
         self.statuses: dict[str, Counter[int]] = defaultdict(Counter)
         self.modes: Counter[str] = Counter()
@@ -156,7 +157,11 @@ class _Credentials:
         if scheme == "activationToken":
             # Cases are also built while pytest collects (coverage phase), before the gateway
             # runs: a placeholder, swapped for a real token just before the call.
-            return FRESH_TOKEN if case.operation.method.upper() == "DELETE" else PLUGIN_TOKEN
+            deactivation = (case.operation.method.upper(), case.operation.path) == (
+                "DELETE",
+                "/v1/activations/current",
+            )
+            return FRESH_TOKEN if deactivation else PLUGIN_TOKEN
         return None
 
     def set(self, case: Any, data: str, ctx: Any) -> None:
@@ -184,7 +189,7 @@ def world(gateway: str) -> World:
         license_key=LICENSE_KEY,
         account_id=ACCOUNT,
         plan="single-site",
-        site_limit=1,
+        site_limit=20,  # room for the staging sites the deactivation cases activate (10 per live one)
         credits_per_term=1_000_000_000,
         expires_at="2099-01-01T00:00:00Z",
     )
@@ -283,6 +288,23 @@ def _refund_a_charge(case: Any, world: World) -> None:
         case.body["amount"] = 1
 
 
+def _hold_first(case: Any, world: World) -> None:
+    """Every other valid capture, release or read of a hold names one placed just before (a
+    generated ``hold_id`` names none): a hold of the most a capture may ask, on the live site."""
+    if not case.operation.path.startswith("/v1/holds/{hold_id}"):
+        return
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    with world.lock:
+        world.holds += 1
+        if world.holds % 2:
+            return
+    hold_id = (case.path_parameters or {}).get("hold_id")
+    if isinstance(hold_id, str):
+        Api(world.base_url).hold(world.plugin_token, hold_id, 1_000_000)
+        case.query = {name: value for name, value in (case.query or {}).items() if name != "subsite_url"}
+
+
 def _run(case: Any, world: World, session: Any) -> None:
     assert world.base_url.startswith("http://127.0.0.1:")
     if case.method.upper() not in GATEWAY_METHODS:
@@ -304,6 +326,7 @@ def _run(case: Any, world: World, session: Any) -> None:
     _use_the_license_key(case, world)
     _grant_on_the_license(case, world)
     _refund_a_charge(case, world)
+    _hold_first(case, world)
     authorization = (case.headers or {}).get("Authorization", "")
     if authorization.endswith(PLUGIN_TOKEN):
         case.headers["Authorization"] = f"Bearer {world.plugin_token}"

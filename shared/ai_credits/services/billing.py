@@ -83,18 +83,18 @@ def grant_credits(license_id: str, request: GrantRequest, now: str) -> tuple[boo
     """
     body_hash = _grant_hash(request)
 
-    def replayed(grant: Grant) -> bool:
+    def replayed(grant: Grant) -> None:
         if grant.body_hash != body_hash:
             raise IdempotencyConflict(f"grant_id {request.grant_id!r} was already used with a different body")
-        return False
 
-    def attempt(_: int) -> bool:
+    def attempt(_: int) -> tuple[bool, CreditsView]:
         license_, sites, grants = store.get_license_view(license_id)
         if license_ is None:
             raise NotFound(f"no license {license_id!r}")
         earlier = next((grant for grant in grants if grant.grant_id == request.grant_id), None)
         if earlier is not None:
-            return replayed(earlier)
+            replayed(earlier)
+            return False, credits_view(license_, sites, grants, now)
         if rules.is_expired(license_.expires_at, now):
             raise LicenseExpired(f"the license expired at {license_.expires_at}")
         fences.refuse_while_renewing(license_)
@@ -107,20 +107,33 @@ def grant_credits(license_id: str, request: GrantRequest, now: str) -> tuple[boo
             term_start=license_.term_start,
             body_hash=body_hash,
         )
+        target = rules.grant_target(license_, sites)
         try:
-            store.write_grant(license_, grant, rules.grant_target(license_, sites), now)
+            store.write_grant(license_, grant, target, now)
         except store.GrantExists as exists:
-            return replayed(exists.grant)
-        return True
+            replayed(exists.grant)
+            raise Stale("granted meanwhile: answer from a fresh read") from exists
+        # The answer from the read and what the write changed (no second read).
+        credits = request.credits
+        granted = replace(
+            license_,
+            credits_total=license_.credits_total + credits,
+            granted=license_.granted + credits,
+            unallocated=license_.unallocated + (0 if target is not None else credits),
+        )
+        shown = [
+            replace(site, allocated=site.allocated + credits, remaining=site.remaining + credits)
+            if target is not None and site.site == target.site
+            else site
+            for site in sites
+        ]
+        return True, credits_view(granted, shown, [*grants, grant], now)
 
-    applied = retry_on_stale(
+    return retry_on_stale(
         attempt,
         "the license is being changed concurrently; retry shortly",
-        retried=(store.StaleLicense, store.SiteChanged),
+        retried=(store.StaleLicense, store.SiteChanged, Stale),
     )
-    license_, sites, grants = store.get_license_view(license_id)
-    assert license_ is not None
-    return applied, credits_view(license_, sites, grants, now)
 
 
 def provision_license(license_id: str, request: ProvisionRequest, now: str) -> tuple[bool, ProvisionResponse]:

@@ -149,7 +149,9 @@ def _activation_response(token: str, site: Site) -> ActivationResponse:
         environment=site.environment,
         network=site.network,
         license_id=site.license_id,
-        credits=SiteCredits(allocated=site.allocated, used=site.used, remaining=site.remaining),
+        credits=SiteCredits(
+            allocated=site.allocated, used=site.used, held=site.held, remaining=site.remaining
+        ),
     )
 
 
@@ -209,6 +211,7 @@ def balance(authorization: str | None, now: str) -> BalanceResponse:
             network=site.network,
             allocated=site.allocated,
             used=site.used,
+            held=site.held,
             remaining=site.remaining,
         ),
         needs_allocation=license_.needs_allocation,

@@ -85,7 +85,10 @@ def apply_allocations(account_id: str, license_id: str, allocations: dict[str, i
             raise NotFound(f"{error.site} is not an active site of this license") from None
         except rules.BelowUsedSite as error:
             raise BelowUsed(
-                f"{error.site} already used {error.used} credits this term", site=error.site, used=error.used
+                f"{error.site} already used {error.used} and holds {error.held} credits this term",
+                site=error.site,
+                used=error.used,
+                held=error.held,
             ) from None
         except rules.OverAllocated as error:
             raise OverAllocation(

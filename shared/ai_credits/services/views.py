@@ -44,7 +44,14 @@ def settled(license_: License, sites: list[Site]) -> tuple[License, list[Site]]:
         elif site.active:
             allocated = renewal.allocations.get(site.site, 0)
             shown.append(
-                replace(site, allocated=allocated, used=0, remaining=allocated, term_start=renewal.term_start)
+                replace(
+                    site,
+                    allocated=allocated,
+                    used=0,
+                    held=0,
+                    remaining=allocated,
+                    term_start=renewal.term_start,
+                )
             )
     return renewed_license(license_), shown
 
@@ -88,7 +95,8 @@ def credits_view(
                 "active": site.active,
                 "allocated": site.allocated if allocated is None else allocated,
                 "used": site.used,
-                "remaining": site.remaining if allocated is None else allocated - site.used,
+                "held": site.held,
+                "remaining": site.remaining if allocated is None else allocated - site.used - site.held,
                 "activated_at": site.activated_at,
             }
         )
