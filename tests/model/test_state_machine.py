@@ -181,6 +181,17 @@ class ModelSite:
 
 
 @dataclass
+class ModelGrant:
+    """A grant of the current term: ``credits`` is what it brought into it (rule 10)."""
+
+    grant_id: str
+    credits: int
+    expires_at: datetime | None
+    reason: str | None
+    body: dict[str, Any]  # as sent, for its replays
+
+
+@dataclass
 class ModelLicense:
     license_id: str
     account_id: str
@@ -195,6 +206,32 @@ class ModelLicense:
     credits_total: int
     needs_allocation: bool
     sites: dict[str, ModelSite] = field(default_factory=dict)  # the current term's sites, by key
+    term_credits: int = 0  # the term's own credits (credits_per_term when it started)
+    carried_over: int = 0
+    grants: list[ModelGrant] = field(default_factory=list)  # the current term's
+    grant_ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # every grant_id used: its body
+
+    def spending_order(self) -> list[ModelGrant]:
+        """Rule 10: credits that expire first are spent first (the term's own credits before
+        all of these); a grant ends with the term when it has no expiry or one not after it."""
+
+        def key(grant: ModelGrant) -> tuple[datetime, datetime, str]:
+            ends_now = grant.expires_at is None or grant.expires_at <= self.term_end
+            ends = self.term_end if ends_now or grant.expires_at is None else grant.expires_at
+            return ends, grant.expires_at or datetime.min.replace(tzinfo=UTC), grant.grant_id
+
+        return sorted(self.grants, key=key)
+
+    def grants_left(self) -> dict[str, int]:
+        """What is left of each grant once the term's used credits (every site, active or not)
+        are taken in rule 10's order."""
+        left_to_take = max(0, sum(site.used for site in self.sites.values()) - self.term_credits)
+        left: dict[str, int] = {}
+        for grant in self.spending_order():
+            taken = min(grant.credits, left_to_take)
+            left_to_take -= taken
+            left[grant.grant_id] = grant.credits - taken
+        return left
 
     @property
     def allocated(self) -> int:
@@ -225,6 +262,7 @@ class Consumed:
     subsite_url: str | None  # as sent
     subsite: str | None  # normalized
     answer: dict[str, Any]
+    term_start: datetime | None = None  # the license's term it was charged in
 
 
 @dataclass
@@ -256,12 +294,14 @@ class Model:
         self.tokens: list[Token] = []  # every token ever handed out
         self.current: dict[tuple[int, str], str] = {}  # (slot, site) -> the valid token
         self.consumed: dict[tuple[int, str, str], Consumed] = {}
+        self.refunds: dict[tuple[int, str, str], tuple[int, dict[str, Any]]] = {}  # amount, first answer
 
     def valid(self, token: Token) -> bool:
         return self.current.get((token.slot, token.site)) == token.token
 
     def view(self, slot: int) -> dict[str, Any]:
         license_ = self.licenses[slot]
+        left = license_.grants_left()
         return {
             "license_id": license_.license_id,
             "plan": license_.plan,
@@ -272,8 +312,17 @@ class Model:
             "allocated": license_.allocated,
             "unallocated": license_.unallocated,
             "needs_allocation": license_.needs_allocation,
-            "carried_over": 0,  # the model grants nothing (grants: tests/handlers/test_grants.py)
-            "grants": [],
+            "carried_over": license_.carried_over,
+            "grants": [
+                {
+                    "grant_id": grant.grant_id,
+                    "credits": grant.credits,
+                    "remaining": left[grant.grant_id],
+                    "expires_at": rfc3339(grant.expires_at) if grant.expires_at else None,
+                    "reason": grant.reason,
+                }
+                for grant in license_.spending_order()
+            ],
             "sites": [
                 {
                     "site": name,
@@ -329,8 +378,17 @@ class Model:
         end = add_months(start, license_.term_months)
         while end <= now:
             start, end = end, add_months(end, license_.term_months)
+        left = license_.grants_left()  # of the ended term, before its sites restart
+        carried = [
+            ModelGrant(grant.grant_id, left[grant.grant_id], grant.expires_at, grant.reason, grant.body)
+            for grant in license_.grants
+            if grant.expires_at is not None and grant.expires_at > start and left[grant.grant_id] > 0
+        ]
         license_.term_start, license_.term_end = start, end
-        license_.credits_total = license_.credits_per_term
+        license_.term_credits = license_.credits_per_term
+        license_.grants = carried
+        license_.carried_over = sum(grant.credits for grant in carried)
+        license_.credits_total = license_.credits_per_term + license_.carried_over
         license_.sites = {name: site for name, site in license_.sites.items() if site.active}
         for site in license_.sites.values():
             site.used = site.allocated = 0
@@ -401,10 +459,13 @@ def expect_problem(answer: Answer, *allowed: tuple[int, str]) -> tuple[int, str 
 
 
 def without_activated_at(view: dict[str, Any]) -> dict[str, Any]:
+    """The view without the service's clock readings (sites' ``activated_at``, grants' ``granted_at``)."""
     sites = []
     for site in view["sites"]:
         assert isinstance(site.pop("activated_at"), str)
         sites.append(site)
+    for grant in view["grants"]:
+        assert isinstance(grant.pop("granted_at"), str)
     return {**view, "sites": sorted(sites, key=lambda site: site["site"])}
 
 
@@ -577,6 +638,7 @@ class CreditsMachine(RuleBasedStateMachine):
             expires_at=self.expiry(expiry, term_end),
             credits_total=credits_per_term,
             needs_allocation=False,
+            term_credits=credits_per_term,
         )
         activations = [
             {
@@ -810,8 +872,9 @@ class CreditsMachine(RuleBasedStateMachine):
         }
         assert (answer.status, answer.body) == (200, expected)
         self.model.consumed[(token.slot, token.site, request_id)] = Consumed(
-            token.slot, token.site, request_id, amount, feature, subsite_url, subsite_key, expected
-        )
+            token.slot, token.site, request_id, amount, feature, subsite_url, subsite_key, expected,
+            license_.term_start,
+        )  # fmt: skip
         self.wrote(token.slot, ledger=True)
 
     def send_consume(
@@ -1068,6 +1131,110 @@ class CreditsMachine(RuleBasedStateMachine):
         ]
         if renewed:
             self.wrote(*renewed, ledger=True)
+
+    # -- grants and refunds (rules 9, 10, 12) -------------------------------------------------------
+
+    @precondition(lambda self: self.model.licenses)
+    @rule(
+        pick=picks,
+        credits=st.integers(1, 40),
+        expiry=st.sampled_from(["none", "this_term", "next_term", "far"]),
+        reason=st.booleans(),
+        again=st.integers(0, 4),
+    )
+    def grant(self, pick: int, credits: int, expiry: str, reason: bool, again: int) -> None:
+        """Billing grants credits (a new ``grant_id``; or, now and then, one used before: the same
+        body is a replay, another a 409)."""
+        slot = self.pick_license(pick)
+        license_ = self.model.licenses[slot]
+        used = list(license_.grant_ids)
+        if again >= 3 and used:
+            grant_id = used[pick % len(used)]
+            body = dict(license_.grant_ids[grant_id])
+            if again == 4:
+                body["credits"] += 1
+        else:
+            grant_id = self.next_request_id()
+            expires_at = {
+                "none": None,
+                "this_term": license_.term_end - timedelta(days=1),
+                "next_term": add_months(license_.term_end, license_.term_months) - timedelta(days=1),
+                "far": EXPIRIES["far_future"],
+            }[expiry]
+            body = {"grant_id": grant_id, "credits": credits}
+            if expires_at is not None:
+                body["expires_at"] = rfc3339(expires_at)
+            if reason:
+                body["reason"] = "Top-up pack"
+        answer = call("grant", make_event("grant", body=body, path_license_id=license_.license_id))
+        if grant_id in license_.grant_ids:
+            if license_.grant_ids[grant_id] != body:
+                expect_problem(answer, (409, "idempotency_conflict"))
+                return
+            assert (answer.status, without_activated_at(answer.body)) == (200, self.model.view(slot))
+            return
+        if license_.expired:
+            expect_problem(answer, (403, "license_expired"))
+            return
+        expires = (
+            datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+            if "expires_at" in body
+            else None
+        )
+        license_.grant_ids[grant_id] = body
+        license_.grants.append(ModelGrant(grant_id, body["credits"], expires, body.get("reason"), body))
+        license_.credits_total += body["credits"]
+        if license_.plan == "single-site" and not license_.needs_allocation:  # rule 9
+            live = [site for site in license_.sites.values() if site.active and site.environment == "live"]
+            if live:
+                live[0].allocated += body["credits"]
+        self.wrote(slot)
+        assert (answer.status, without_activated_at(answer.body)) == (201, self.model.view(slot))
+
+    @precondition(lambda self: self.model.consumed)
+    @rule(pick=picks, part=st.integers(0, 4))
+    def refund(self, pick: int, part: int) -> None:
+        """Billing refunds a charged consume: all of it (no ``amount``), a part, or more than it
+        charged (422); once; in the consume's term only (409 ``term_ended``)."""
+        first = list(self.model.consumed.values())[pick % len(self.model.consumed)]
+        license_ = self.model.licenses[first.slot]
+        key = (first.slot, first.site, first.request_id)
+        amount = {0: first.amount, 1: 1, 2: max(1, first.amount // 2), 3: first.amount, 4: first.amount + 1}[
+            part
+        ]
+        body: dict[str, Any] = {"site_url": first.site, "request_id": first.request_id}
+        if part:
+            body["amount"] = amount
+        if first.subsite_url is not None:
+            body["subsite_url"] = first.subsite_url
+        answer = call("refund", make_event("refund", body=body, path_license_id=license_.license_id))
+        earlier = self.model.refunds.get(key)
+        if earlier is not None:
+            if earlier[0] != amount:
+                expect_problem(answer, (409, "idempotency_conflict"))
+                return
+            assert (answer.status, answer.body) == (200, {**earlier[1], "replayed": True})
+            return
+        if amount > first.amount:
+            expect_problem(answer, (422, "validation_error"))
+            return
+        site = license_.sites.get(first.site)
+        if site is None or first.term_start != license_.term_start:
+            expect_problem(answer, (409, "term_ended"))
+            return
+        site.used -= amount
+        if not site.active:
+            site.allocated -= amount  # an inactive site gives its refund back to unallocated
+        expected = {
+            "request_id": first.request_id,
+            "site": first.site,
+            "refunded": amount,
+            "remaining": site.remaining if site.active else 0,
+            "replayed": False,
+        }
+        assert (answer.status, answer.body) == (201, expected)
+        self.model.refunds[key] = (amount, expected)
+        self.wrote(first.slot, ledger=True)
 
     # -- the invariants, after every step ---------------------------------------------------------
 
