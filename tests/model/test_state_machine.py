@@ -14,7 +14,9 @@ Rules: provision (rule 7 imports), billing's updates (pay, refund, a new ``credi
 with the renew function on a moving clock (one license, or the schedule), activate (ways of
 writing a site, live/staging/development, networks, unknown keys), deactivate, Apply (active,
 inactive and unknown sites, another account), four kinds of consume, replays of a ``request_id``,
-and the reads (balance with ETags, the portal's list, another account's license).
+grants (rule 9, carried over by rule 10 at renewal), refunds (rule 12), holds placed, captured and
+released (rule 11; a deactivation or a renewal releases them), and the reads (balance with ETags,
+the portal's list, another account's license).
 
 Clocks. Activation, consume, balance and Apply read the real clock (``REAL_NOW``): expiry dates are
 placed far from it (an hour before, ten days after, 2026-01-01, 2099, or a term end at least a day
@@ -174,10 +176,27 @@ class ModelSite:
     active: bool
     allocated: int
     used: int
+    held: int = 0
+    activation: int = 0  # counts re-activations: holds of an earlier one were released
 
     @property
     def remaining(self) -> int:
-        return self.allocated - self.used
+        return self.allocated - self.used - self.held
+
+
+@dataclass
+class ModelHold:
+    """A hold (rule 11) and what became of it; ``term_start``/``activation``: its site's when placed."""
+
+    slot: int
+    site: str
+    hold_id: str
+    amount: int
+    term_start: datetime
+    activation: int
+    status: str = "open"  # open, captured, released
+    captured: int = 0
+    answer: dict[str, Any] = field(default_factory=dict)  # the capture's or release's first answer
 
 
 @dataclass
@@ -295,6 +314,19 @@ class Model:
         self.current: dict[tuple[int, str], str] = {}  # (slot, site) -> the valid token
         self.consumed: dict[tuple[int, str, str], Consumed] = {}
         self.refunds: dict[tuple[int, str, str], tuple[int, dict[str, Any]]] = {}  # amount, first answer
+        self.holds: dict[tuple[int, str, str], ModelHold] = {}
+
+    def hold_is_open(self, hold: ModelHold) -> bool:
+        """Open unless captured or released, by its release or by its site's deactivation or
+        renewal since it was placed (a site re-activated since is another activation)."""
+        site = self.licenses[hold.slot].sites.get(hold.site)
+        return (
+            hold.status == "open"
+            and site is not None
+            and site.active
+            and site.activation == hold.activation
+            and self.licenses[hold.slot].term_start == hold.term_start
+        )
 
     def valid(self, token: Token) -> bool:
         return self.current.get((token.slot, token.site)) == token.token
@@ -331,7 +363,7 @@ class Model:
                     "active": site.active,
                     "allocated": site.allocated,
                     "used": site.used,
-                    "held": 0,  # the model places no holds (tests/handlers/test_holds.py)
+                    "held": site.held,
                     "remaining": site.remaining,
                 }
                 for name, site in sorted(license_.sites.items())
@@ -361,7 +393,7 @@ class Model:
                 "network": site.network,
                 "allocated": site.allocated,
                 "used": site.used,
-                "held": 0,
+                "held": site.held,
                 "remaining": site.remaining,
             },
             "needs_allocation": license_.needs_allocation,
@@ -391,7 +423,7 @@ class Model:
         license_.credits_total = license_.credits_per_term + license_.carried_over
         license_.sites = {name: site for name, site in license_.sites.items() if site.active}
         for site in license_.sites.values():
-            site.used = site.allocated = 0
+            site.used = site.allocated = site.held = 0
         if license_.plan == "multi-site":
             license_.needs_allocation = bool(license_.sites)
         elif not license_.needs_allocation:
@@ -758,6 +790,7 @@ class CreditsMachine(RuleBasedStateMachine):
                 )
             else:
                 existing.active = True
+                existing.activation += 1
                 existing.allocated += auto  # it kept what it used; rule 1 adds the unallocated credits
         site_ = license_.sites[name]
         assert answer.status == status, answer.body
@@ -771,7 +804,7 @@ class CreditsMachine(RuleBasedStateMachine):
             "credits": {
                 "allocated": site_.allocated,
                 "used": site_.used,
-                "held": 0,
+                "held": site_.held,
                 "remaining": site_.remaining,
             },
         }
@@ -792,7 +825,8 @@ class CreditsMachine(RuleBasedStateMachine):
         assert answer.status == 204, answer.body
         site = self.model.licenses[token.slot].sites[token.site]
         site.active = False
-        site.allocated = site.used  # the rest returns to unallocated
+        site.allocated = site.used  # the rest (and what it held) returns to unallocated
+        site.held = 0
         del self.model.current[(token.slot, token.site)]
         self.wrote(token.slot)
 
@@ -1040,10 +1074,10 @@ class CreditsMachine(RuleBasedStateMachine):
         inactive = [name for name, _ in requested if name not in active]
         if inactive:
             allowed.append((404, "not_found"))
-        below = [
-            (name, active[name].used)
+        below = [  # held credits cannot be allocated away either
+            (name, active[name].used, active[name].held)
             for name, allocation in requested
-            if name in active and allocation < active[name].used
+            if name in active and allocation < active[name].used + active[name].held
         ]
         if below:
             allowed.append((409, "below_used"))
@@ -1056,7 +1090,7 @@ class CreditsMachine(RuleBasedStateMachine):
         if allowed:
             code = expect_problem(answer, *allowed)
             if code == (409, "below_used"):
-                assert (answer.body["site"], answer.body["used"]) in below
+                assert (answer.body["site"], answer.body["used"], answer.body["held"]) in below
             elif code == (409, "over_allocation"):
                 assert (answer.body["available"], answer.body["requested"]) == (available, asked)
             return
@@ -1235,6 +1269,121 @@ class CreditsMachine(RuleBasedStateMachine):
         assert (answer.status, answer.body) == (201, expected)
         self.model.refunds[key] = (amount, expected)
         self.wrote(first.slot, ledger=True)
+
+    # -- holds (rule 11) -------------------------------------------------------------------------------
+
+    def send_hold(self, name: str, token: Token, hold_id: str, body: Any = ...) -> Answer:
+        event = make_event(name, body=body, token=token.token)
+        path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["pathParameters"] = {"hold_id": hold_id}
+        event["rawQueryString"] = ""
+        event.pop("queryStringParameters", None)
+        return call(name, event)
+
+    def token_of(self, hold: ModelHold, stale: int) -> Token:
+        """The site's current token, or (one time in five, or when it has none) the last one it had."""
+        tokens = [token for token in self.model.tokens if (token.slot, token.site) == (hold.slot, hold.site)]
+        current = [token for token in tokens if self.model.valid(token)]
+        return current[-1] if current and stale < 4 else tokens[-1]
+
+    @precondition(lambda self: self.model.current)
+    @rule(pick=picks, stale=st.integers(0, 4), amount=amounts, more=st.integers(0, 5))
+    def hold(self, pick: int, stale: int, amount: int, more: int) -> None:
+        """``POST /v1/holds``: within what the site has left, or (one time in six) more: 402."""
+        token = self.pick_token(pick, stale, funded=True)
+        if more == 5:
+            amount = self.remaining(token) + amount
+        else:  # within what the site has left, when it has any
+            amount = 1 + (amount - 1) % max(1, self.remaining(token))
+        hold_id = self.next_request_id()
+        answer = call("hold_create", make_event("hold_create", body={"hold_id": hold_id, "amount": amount},
+                                                token=token.token))  # fmt: skip
+        if not self.model.valid(token):
+            expect_problem(answer, (401, "unauthorized"))
+            return
+        license_ = self.model.licenses[token.slot]
+        site = license_.sites[token.site]
+        if license_.expired:
+            expect_problem(answer, (403, "license_expired"))
+            return
+        if amount > site.remaining:
+            expect_problem(answer, (402, "insufficient_credits"))
+            assert answer.body["remaining"] == site.remaining
+            return
+        site.held += amount
+        assert answer.status == 201, answer.body
+        assert isinstance(answer.body.pop("expires_at"), str)
+        assert answer.body == {
+            "hold_id": hold_id,
+            "amount": amount,
+            "remaining": site.remaining,
+            "replayed": False,
+        }
+        self.model.holds[(token.slot, token.site, hold_id)] = ModelHold(
+            token.slot, token.site, hold_id, amount, license_.term_start, site.activation
+        )
+        self.wrote(token.slot)
+
+    @precondition(lambda self: self.model.holds)
+    @rule(pick=picks, stale=st.integers(0, 4), part=st.integers(0, 4), release=st.booleans())
+    def settle(self, pick: int, stale: int, part: int, release: bool) -> None:
+        """Capture a hold (all, a part, none, or more than held: 422) or release it; again after
+        either: the first answer, or the 409 of the other."""
+        hold = list(self.model.holds.values())[pick % len(self.model.holds)]
+        token = self.token_of(hold, stale)
+        license_ = self.model.licenses[hold.slot]
+        site = license_.sites.get(hold.site)
+        if release:
+            answer = self.send_hold("hold_release", token, hold.hold_id)
+        else:
+            amount = {0: hold.amount, 1: 0, 2: hold.amount // 2, 3: hold.amount, 4: hold.amount + 1}[part]
+            answer = self.send_hold("hold_capture", token, hold.hold_id, {"amount": amount})
+        if not self.model.valid(token):
+            expect_problem(answer, (401, "unauthorized"))
+            return
+        assert site is not None
+        if release:
+            if hold.status == "captured":
+                expect_problem(answer, (409, "hold_captured"))
+                return
+            if hold.status == "released":
+                assert (answer.status, answer.body) == (200, hold.answer)
+                return
+            if self.model.hold_is_open(hold):
+                site.held -= hold.amount
+                self.wrote(hold.slot)
+            hold.status = "released"
+            hold.answer = {"hold_id": hold.hold_id, "released": hold.amount, "remaining": site.remaining}
+            assert (answer.status, answer.body) == (200, hold.answer)
+            return
+        if hold.status == "captured":
+            if amount != hold.captured:
+                expect_problem(answer, (409, "idempotency_conflict"))
+            else:
+                assert (answer.status, answer.body) == (200, {**hold.answer, "replayed": True})
+            return
+        if license_.expired:
+            expect_problem(answer, (403, "license_expired"))
+            return
+        if not self.model.hold_is_open(hold):
+            expect_problem(answer, (409, "hold_expired"))
+            return
+        if amount > hold.amount:
+            expect_problem(answer, (422, "validation_error"))
+            return
+        site.held -= hold.amount
+        site.used += amount
+        hold.status, hold.captured = "captured", amount
+        hold.answer = {
+            "hold_id": hold.hold_id,
+            "captured": amount,
+            "released": hold.amount - amount,
+            "remaining": site.remaining,
+            "replayed": False,
+        }
+        assert (answer.status, answer.body) == (200, hold.answer)
+        self.wrote(hold.slot, ledger=amount > 0)
 
     # -- the invariants, after every step ---------------------------------------------------------
 
