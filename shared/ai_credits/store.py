@@ -1833,20 +1833,30 @@ def _renewal_attribute(renewal: PendingRenewal) -> Item:
 
 
 def begin_renewal(read: License, renewal: PendingRenewal) -> None:
-    """Record the decided next term on the license, once per term: only on the version read
-    and while no renewal is under way (``StaleLicense`` otherwise). From then on, writes that
-    change the license's totals wait for ``finish_renewal``."""
+    """Record the decided next term on the license, once per term: only while no renewal is
+    under way and on the license exactly as read — its version, and the figures that writes
+    which do not bump it move (activations and deactivations: the site counters; grants and
+    refunds: the totals), so the sites and grants the decision was made on are all there are.
+    ``StaleLicense`` otherwise. From then on, writes that change the license's totals wait for
+    ``finish_renewal``."""
     try:
         _call(
             client().update_item,
             TableName=_table(),
             Key=license_key(read.license_id),
             UpdateExpression="SET renewal = :renewal, version = version + :one",
-            ConditionExpression="version = :version AND attribute_not_exists(renewal)",
+            ConditionExpression="version = :version AND attribute_not_exists(renewal)"
+            " AND live_active = :live AND nonlive_active = :nonlive AND site_items = :items"
+            " AND unallocated = :unallocated AND credits_total = :total",
             ExpressionAttributeValues={
                 ":renewal": _renewal_attribute(renewal),
                 ":one": {"N": "1"},
                 ":version": {"N": str(read.version)},
+                ":live": {"N": str(read.live_active)},
+                ":nonlive": {"N": str(read.nonlive_active)},
+                ":items": {"N": str(read.site_items)},
+                ":unallocated": {"N": str(read.unallocated)},
+                ":total": {"N": str(read.credits_total)},
             },
         )
     except ConditionFailed as failed:

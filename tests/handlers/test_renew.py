@@ -7,7 +7,8 @@ import pytest
 from ai_credits import store
 from ai_credits.domain import License, Site
 from ai_credits.services import fences as fencing
-from tests.handlers.conftest import renew, sample_event
+from ai_credits.services import operator
+from tests.handlers.conftest import invoke, make_event, renew, sample_event
 
 TERM_END = "2027-11-01T00:00:00Z"
 PAID = "2028-11-01T00:00:00Z"
@@ -289,3 +290,44 @@ def test_a_renewal_keeps_the_active_sites_at_used_0_drops_the_inactive_and_count
     assert (renewed.live_active, renewed.nonlive_active, renewed.site_items) == (1, 1, 2)
     assert {site.term_start for site in renewed_sites} == {renewed.term_start}
     assert {site.site: site.used for site in renewed_sites} == {"back.com": 0, "kept.com": 0}
+
+
+@pytest.mark.parametrize("between", ["deactivation", "activation", "grant"])
+def test_a_write_between_the_renewals_read_and_its_begin_makes_it_decide_again(
+    provision, activate, deactivate, monkeypatch, between
+):
+    # Given a multi-site license of two sites whose term ended
+    provision(
+        "lic-between", license_key="key-between-secret", plan="multi-site", site_limit=3, expires_at=PAID
+    )
+    token = activate("key-between-secret", "a.example.org").body["activation_token"]
+    activate("key-between-secret", "b.example.org")
+    original, done = store.begin_renewal, []
+
+    def after_a_write(read, renewal):
+        if not done:  # the write lands after the renewal read the license and its sites
+            done.append(between)
+            if between == "deactivation":
+                assert deactivate(token).status == 204
+            elif between == "activation":
+                assert activate("key-between-secret", "c.example.org").status == 201
+            else:
+                body = {"grant_id": "between", "credits": 5, "expires_at": "2099-01-01T00:00:00Z"}
+                assert (
+                    invoke("grant", make_event("grant", body=body, path_license_id="lic-between")).status
+                    == 201
+                )
+        return original(read, renewal)
+
+    monkeypatch.setattr(store, "begin_renewal", after_a_write)
+
+    # When the renewal runs
+    assert renew(_at("2027-11-01T01:00:00Z"))["renewed"] == ["lic-between"]
+
+    # Then it renewed the license as it was after that write: every site moved, counters exact
+    license_, sites = store.get_license_with_sites("lic-between")
+    assert license_ is not None and {site.term_start for site in sites} == {license_.term_start}
+    expected_sites = {"deactivation": 1, "activation": 3, "grant": 2}[between]
+    assert (license_.site_items, len(sites)) == (expected_sites, expected_sites)
+    assert license_.credits_total == 1000 + (5 if between == "grant" else 0), "the grant carried over"
+    assert operator.audit(["lic-between"]) == {}
