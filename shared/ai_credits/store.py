@@ -912,8 +912,17 @@ def write_grant(read: License, grant: Grant, live_site: Site | None, now: str) -
 
     Raises ``GrantExists`` (the grant_id was used), ``StaleLicense`` or ``SiteChanged``.
     """
-    conditions = "term_start = :term_start AND expires_at > :now AND attribute_not_exists(renewal)"
-    values: dict[str, Any] = {":credits": grant.credits, ":term_start": read.term_start, ":now": now}
+    # The live sites as read: rule 9's target (or its absence) is still the one decided on.
+    conditions = (
+        "term_start = :term_start AND expires_at > :now AND attribute_not_exists(renewal)"
+        " AND live_active = :live"
+    )
+    values: dict[str, Any] = {
+        ":credits": grant.credits,
+        ":term_start": read.term_start,
+        ":now": now,
+        ":live": read.live_active,
+    }
     update = "ADD credits_total :credits, granted :credits"
     if live_site is None:
         update += ", unallocated :credits"

@@ -164,3 +164,22 @@ def test_rule10_grants_of_several_expiries_carry_only_what_outlives_the_next_ter
         ("longer", 400, 400),
     ]
     assert operator.audit(["lic-s"]) == {}
+
+
+def test_rule9_a_live_site_activated_while_a_grant_is_decided_still_gets_it(
+    provision, activate, grant, monkeypatch
+):
+    provision("lic-race", license_key="key-race-secret", expires_at=PAID)
+    original, done = store.write_grant, []
+
+    def after_an_activation(read, *args, **kwargs):
+        if not done:  # the live site activates after the grant read the license
+            done.append(activate("key-race-secret", "shop.example.org").status)
+        return original(read, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_grant", after_an_activation)
+
+    answer = grant("lic-race", credits=250)
+
+    assert done == [201]
+    assert (answer.body["unallocated"], _site(answer, "shop.example.org")["allocated"]) == (0, 1250)
