@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import now as current_time
-from ai_credits.clock import format_timestamp, parse_timestamp
+from ai_credits.api import scheduled_now
 from ai_credits.observability import (
     LICENSES_EXPIRED,
     LICENSES_RENEWED,
@@ -31,16 +31,11 @@ from ai_credits.observability import (
 from ai_credits.services import renewal
 
 
-def _now_of(event: dict[str, Any]) -> str:
-    time = event.get("time")
-    return format_timestamp(parse_timestamp(time)) if isinstance(time, str) and time else current_time()
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    now = _now_of(event)
+    now = scheduled_now(event)
     license_id = event.get("license_id")
     named = [license_id] if isinstance(license_id, str) and license_id else None
     report = renewal.renew_due(now, named, wall_now=current_time())

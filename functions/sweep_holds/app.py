@@ -16,22 +16,16 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ai_credits.api import now as current_time
-from ai_credits.clock import format_timestamp, parse_timestamp
+from ai_credits.api import scheduled_now
 from ai_credits.observability import HOLDS_EXPIRED, logger, metrics, tracer
 from ai_credits.services import holds
-
-
-def _now_of(event: dict[str, Any]) -> str:
-    time = event.get("time")
-    return format_timestamp(parse_timestamp(time)) if isinstance(time, str) and time else current_time()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    now = _now_of(event)
+    now = scheduled_now(event)
     released = holds.sweep_expired_holds(now)
     metrics.add_metric(name=HOLDS_EXPIRED, unit=MetricUnit.Count, value=released)
     logger.info("hold sweep", extra={"now": now, "released": released})

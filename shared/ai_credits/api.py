@@ -202,6 +202,15 @@ def now() -> str:
     return format_timestamp(utc_now())
 
 
+def scheduled_now(event: dict[str, Any]) -> str:
+    """A scheduled invocation's "now": the event's ``time`` (EventBridge Scheduler's scheduled
+    time), else the clock."""
+    from ai_credits.clock import parse_timestamp
+
+    time = event.get("time")
+    return format_timestamp(parse_timestamp(time)) if isinstance(time, str) and time else now()
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(status_code=status, content_type="application/json", body=body, headers=headers)
 

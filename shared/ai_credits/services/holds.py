@@ -23,10 +23,8 @@ from ai_credits.errors import (
     HoldCaptured,
     HoldExpired,
     IdempotencyConflict,
-    InsufficientCredits,
     LicenseExpired,
     NotFound,
-    Unavailable,
     field_error,
 )
 from ai_credits.models import (
@@ -38,6 +36,7 @@ from ai_credits.models import (
     ReleaseResponse,
 )
 from ai_credits.services.inputs import authenticate, bad_token, site_key
+from ai_credits.services.plugin import refusal_of
 from ai_credits.services.retry import Stale, retry_on_stale
 
 BUSY = "the site is being changed concurrently; retry shortly"
@@ -62,21 +61,6 @@ def _site(token: ActivationToken, site: Site | None) -> Site:
     if site is None or not site.active or not token.matches(site.token_hash):
         raise bad_token()
     return site
-
-
-def _refuse_like_a_consume(site: Site, amount: int, subsite: str | None, now: str) -> None:
-    if site.consume_fence > now:
-        raise Unavailable("the license is being renewed; retry in a second", retry_after=1)
-    if rules.is_expired(site.expires_at, now):
-        raise LicenseExpired(f"the license expired at {site.expires_at}")
-    if subsite is not None and not site.network:
-        raise field_error(
-            ("body", "subsite_url"), "not_a_network", "subsite_url is only for a network-activated Multisite"
-        )
-    if amount > site.remaining:
-        raise InsufficientCredits(
-            f"{amount} credits asked, {site.remaining} remaining", remaining=site.remaining
-        )
 
 
 def status_of(hold: store.Hold, site: Site | None, now: str) -> str:
@@ -121,7 +105,9 @@ def place_hold(authorization: str | None, request: HoldRequest, now: str) -> tup
                 remaining=hold.remaining_after,
                 replayed=True,
             )
-        _refuse_like_a_consume(site, request.amount, subsite, now)
+        refusal = refusal_of(site, request.amount, subsite is not None, now)
+        if refusal is not None:
+            raise refusal
         placed = store.Hold(
             hold_id=request.hold_id,
             site=site.site,

@@ -18,6 +18,7 @@ from ai_credits.credentials import (
 from ai_credits.domain import Environment, License, Site
 from ai_credits.errors import (
     ActivationLimitReached,
+    DomainError,
     IdempotencyConflict,
     InsufficientCredits,
     LicenseExpired,
@@ -463,14 +464,23 @@ def _explain_refusal(
             replayed=True,
         )
     assert site is not None
-    if site.consume_fence > now:
-        raise Unavailable("the license is being renewed; retry in a second", retry_after=1)
-    if rules.is_expired(site.expires_at, now):
-        raise LicenseExpired(f"the license expired at {site.expires_at}")
-    if request.subsite_url is not None and not site.network:
-        raise field_error(
-            ("body", "subsite_url"), "not_a_network", "subsite_url is only for a network-activated Multisite"
-        )
-    raise InsufficientCredits(
+    raise refusal_of(site, request.amount, request.subsite_url is not None, now) or InsufficientCredits(
         f"{request.amount} credits asked, {site.remaining} remaining", remaining=site.remaining
     )
+
+
+def refusal_of(site: Site, amount: int, for_a_subsite: bool, now: str) -> DomainError | None:
+    """Why the site cannot spend ``amount`` now (a consume's or a hold's answer), or None."""
+    if site.consume_fence > now:
+        return Unavailable("the license is being renewed; retry in a second", retry_after=1)
+    if rules.is_expired(site.expires_at, now):
+        return LicenseExpired(f"the license expired at {site.expires_at}")
+    if for_a_subsite and not site.network:
+        return field_error(
+            ("body", "subsite_url"), "not_a_network", "subsite_url is only for a network-activated Multisite"
+        )
+    if amount > site.remaining:
+        return InsufficientCredits(
+            f"{amount} credits asked, {site.remaining} remaining", remaining=site.remaining
+        )
+    return None
