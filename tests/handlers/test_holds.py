@@ -217,3 +217,37 @@ def test_on_a_network_hold_ids_are_per_sub_site_and_need_the_sub_site_when_ambig
     shop = holds.get(token, "call-1", subsite_url="shop.net.example.org")
     assert (shop.status, shop.body["amount"]) == (200, 20)
     assert holds.capture(token, "call-1", 5, subsite_url="blog.net.example.org").body["released"] == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"hold_id": "h", "amount": 0},
+        {"hold_id": "h", "amount": 1_000_001},
+        {"hold_id": "h", "amount": "5"},
+        {"hold_id": "h h", "amount": 5},
+        {"hold_id": "h", "amount": 5, "ttl_seconds": 0},
+        {"hold_id": "h", "amount": 5, "ttl_seconds": 3601},
+        {"hold_id": "h", "amount": 5, "feature": "x" * 65},
+        {"amount": 5},
+    ],
+    ids=["zero", "too much", "a string", "bad id", "ttl 0", "ttl over an hour", "long feature", "no id"],
+)
+def test_a_bad_hold_is_a_422_and_holds_nothing(token, table, body):
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+
+    answer = invoke("hold_create", make_event("hold_create", body=body, token=token))
+
+    assert (answer.status, answer.code) == (422, "validation_error")
+    assert boto3.client("dynamodb").scan(TableName=table)["Items"] == items
+
+
+@pytest.mark.parametrize("amount", [-1, 1_000_001, "3", 2.5])
+def test_a_bad_capture_is_a_422_and_changes_nothing(token, holds, table, amount):
+    holds.place(token, "call-1", 50)
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+
+    answer = invoke("hold_capture", _event("hold_capture", token, "call-1", {"amount": amount}))
+
+    assert (answer.status, answer.code) == (422, "validation_error")
+    assert boto3.client("dynamodb").scan(TableName=table)["Items"] == items
