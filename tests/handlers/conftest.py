@@ -94,6 +94,22 @@ def make_event(
     return event
 
 
+def hold_event(
+    name: str, token: str, hold_id: str, body: Any = ..., subsite_url: str | None = None
+) -> dict[str, Any]:
+    """``events/<name>.json`` of a route on ``/v1/holds/{hold_id}``, for ``hold_id`` (and
+    ``?subsite_url=``)."""
+    event = make_event(name, body=body, token=token)
+    path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["pathParameters"] = {"hold_id": hold_id}
+    event["rawQueryString"] = f"subsite_url={subsite_url}" if subsite_url is not None else ""
+    event.pop("queryStringParameters", None)
+    if subsite_url is not None:
+        event["queryStringParameters"] = {"subsite_url": subsite_url}
+    return event
+
+
 FUNCTION_OF_EVENT = {
     "provision": "provision",
     "activate": "activate",

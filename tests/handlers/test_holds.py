@@ -10,23 +10,9 @@ import pytest
 
 from ai_credits import store
 from ai_credits.services import operator
-from tests.handlers.conftest import invoke, make_event, renew, sweep_holds
+from tests.handlers.conftest import hold_event, invoke, make_event, renew, sweep_holds
 
 NOW = "2026-12-04T12:00:00Z"  # the handlers read the clock; expiry is tested through the sweeper's "now"
-
-
-def _event(name: str, token: str, hold_id: str, body: Any = ..., subsite_url: str | None = None) -> dict:
-    event = make_event(name, body=body, token=token)
-    path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["pathParameters"] = {"hold_id": hold_id}
-    if subsite_url is not None:
-        event["rawQueryString"] = f"subsite_url={subsite_url}"
-        event["queryStringParameters"] = {"subsite_url": subsite_url}
-    else:
-        event["rawQueryString"] = ""
-        event.pop("queryStringParameters", None)
-    return event
 
 
 @pytest.fixture
@@ -38,14 +24,14 @@ def holds(table):
 
         def capture(self, token: str, hold_id: str, amount: int, subsite_url: str | None = None):
             return invoke(
-                "hold_capture", _event("hold_capture", token, hold_id, {"amount": amount}, subsite_url)
+                "hold_capture", hold_event("hold_capture", token, hold_id, {"amount": amount}, subsite_url)
             )
 
         def release(self, token: str, hold_id: str, subsite_url: str | None = None):
-            return invoke("hold_release", _event("hold_release", token, hold_id, subsite_url=subsite_url))
+            return invoke("hold_release", hold_event("hold_release", token, hold_id, subsite_url=subsite_url))
 
         def get(self, token: str, hold_id: str, subsite_url: str | None = None):
-            return invoke("hold_get", _event("hold_get", token, hold_id, subsite_url=subsite_url))
+            return invoke("hold_get", hold_event("hold_get", token, hold_id, subsite_url=subsite_url))
 
     return Holds()
 
@@ -247,7 +233,7 @@ def test_a_bad_capture_is_a_422_and_changes_nothing(token, holds, table, amount)
     holds.place(token, "call-1", 50)
     items = boto3.client("dynamodb").scan(TableName=table)["Items"]
 
-    answer = invoke("hold_capture", _event("hold_capture", token, "call-1", {"amount": amount}))
+    answer = invoke("hold_capture", hold_event("hold_capture", token, "call-1", {"amount": amount}))
 
     assert (answer.status, answer.code) == (422, "validation_error")
     assert boto3.client("dynamodb").scan(TableName=table)["Items"] == items

@@ -64,7 +64,7 @@ from hypothesis.strategies._internal.featureflags import FeatureFlags
 import local.cfn
 from ai_credits import store
 from ai_credits.audit import reconcile
-from tests.handlers.conftest import Answer, invoke, make_event, renew, sample_event
+from tests.handlers.conftest import Answer, hold_event, invoke, make_event, renew, sample_event
 
 settings.register_profile(
     "model-default",
@@ -1273,13 +1273,7 @@ class CreditsMachine(RuleBasedStateMachine):
     # -- holds (rule 11) -------------------------------------------------------------------------------
 
     def send_hold(self, name: str, token: Token, hold_id: str, body: Any = ...) -> Answer:
-        event = make_event(name, body=body, token=token.token)
-        path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["pathParameters"] = {"hold_id": hold_id}
-        event["rawQueryString"] = ""
-        event.pop("queryStringParameters", None)
-        return call(name, event)
+        return call(name, hold_event(name, token.token, hold_id, body))
 
     def token_of(self, hold: ModelHold, stale: int) -> Token:
         """The site's current token, or (one time in five, or when it has none) the last one it had."""

@@ -6,26 +6,15 @@ write counted once. On DynamoDB Local, with the injector of test_faults.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from ai_credits.services import operator
-from tests.handlers.conftest import Answer, invoke, make_event
+from tests.handlers.conftest import Answer, hold_event, invoke, make_event
 from tests.reliability.test_faults import CLOSED, LOST, Faults, Plugin, _activated_site, _unavailable_problems
 from tests.reliability.test_faults import faults as faults  # the fixture
 
 ALL_LOST = 10  # more than botocore's attempts
-
-
-def _hold_event(name: str, token: str, hold_id: str, body: Any = ...) -> dict[str, Any]:
-    event = make_event(name, body=body, token=token)
-    path = event["routeKey"].split(" ", 1)[1].replace("{hold_id}", hold_id)
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["pathParameters"] = {"hold_id": hold_id}
-    event["rawQueryString"] = ""
-    event.pop("queryStringParameters", None)
-    return event
 
 
 def _grant(plugin: Plugin) -> Answer:
@@ -44,11 +33,11 @@ def _place(plugin: Plugin) -> Answer:
 
 
 def _capture(plugin: Plugin) -> Answer:
-    return invoke("hold_capture", _hold_event("hold_capture", plugin.token, "held", {"amount": 70}))
+    return invoke("hold_capture", hold_event("hold_capture", plugin.token, "held", {"amount": 70}))
 
 
 def _release(plugin: Plugin) -> Answer:
-    return invoke("hold_release", _hold_event("hold_release", plugin.token, "held"))
+    return invoke("hold_release", hold_event("hold_release", plugin.token, "held"))
 
 
 def _prepare(plugin: Plugin) -> None:
