@@ -79,6 +79,7 @@ class License:
     term_credits: int | None = None  # None on items older than the field: all of credits_total
     carried_over: int = 0
     granted: int = 0
+    low_balance_percent: int = 20  # rule 13's threshold (0: no "low" alert)
     counters_stored: bool = True  # False: an item older than the counters (see store.migrate_counters)
 
     @property

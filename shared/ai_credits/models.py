@@ -6,7 +6,7 @@ Amounts are strict JSON integers: ``5``, never ``"5"``, ``5.0`` or ``true``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -186,10 +186,21 @@ class BalanceSite(_Response):
     remaining: int
 
 
+Alert = Annotated[
+    dict[str, Any],
+    Field(
+        description="code: credits_exhausted, credits_low (with threshold_percent), allocation_needed,"
+        " license_expired, license_expiring (with expires_at)",
+        examples=[{"code": "credits_low", "threshold_percent": 20}],
+    ),
+]
+
+
 class BalanceResponse(_Response):
     license: LicenseSummary
     site: BalanceSite
     needs_allocation: bool
+    alerts: list[Alert]  # what the plugin shows as admin notices, in this order
 
 
 # -- portal and billing -------------------------------------------------------------------
@@ -205,6 +216,7 @@ class CreditsSite(_Response):
     held: int
     remaining: int
     activated_at: str
+    alerts: list[Alert]
 
 
 class GrantRow(_Response):
@@ -228,7 +240,9 @@ class CreditsView(_Response):
     allocated: int
     unallocated: int
     needs_allocation: bool
+    low_balance_percent: int
     carried_over: int
+    alerts: list[Alert]  # the license-level ones; each site carries its own
     grants: list[GrantRow]
     sites: list[CreditsSite]
 
@@ -302,6 +316,8 @@ class ProvisionRequest(_Request):
     term_end: Timestamp
     expires_at: Timestamp
     activations: Annotated[list[ImportedActivation], Field(max_length=1000)] | None = None
+    # Rule 13's threshold; the PUT replaces the license's settings: omitted means the default.
+    low_balance_percent: Annotated[StrictInt, Field(ge=0, le=100)] = 20
 
 
 class ProvisionResponse(CreditsView):

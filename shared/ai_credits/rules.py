@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp
 from ai_credits.domain import Environment, Grant, License, Plan, Site, Status
@@ -30,6 +32,7 @@ __all__ = [
     "grant_target",
     "import_allocations",
     "is_expired",
+    "license_alerts",
     "license_status",
     "next_term",
     "nonlive_limit",
@@ -38,6 +41,7 @@ __all__ = [
     "plan_allocations",
     "plan_renewal",
     "should_renew",
+    "site_alerts",
 ]
 
 
@@ -336,3 +340,35 @@ def grant_target(license_: License, sites: Sequence[Site]) -> Site | None:
     if license_.plan != "single-site" or license_.needs_allocation:
         return None
     return live_site_of(sites)
+
+
+# -- alerts (rule 13) ---------------------------------------------------------------------
+
+DEFAULT_LOW_BALANCE_PERCENT = 20
+EXPIRING_WITHIN = timedelta(days=14)
+
+
+def site_alerts(site: Site, low_balance_percent: int) -> list[dict[str, Any]]:
+    """Rule 13: an active site is ``credits_exhausted`` when ``allocated > 0`` and nothing
+    remains, ``credits_low`` when ``0 < remaining <= allocated * percent / 100`` (0 turns it
+    off; exhausted is not also low)."""
+    if not site.active or site.allocated <= 0:
+        return []
+    if site.remaining == 0:
+        return [{"code": "credits_exhausted"}]
+    if low_balance_percent and site.remaining * 100 <= site.allocated * low_balance_percent:
+        return [{"code": "credits_low", "threshold_percent": low_balance_percent}]
+    return []
+
+
+def license_alerts(license_: License, now: str) -> list[dict[str, Any]]:
+    """The license-level notices, in the contract's order: ``allocation_needed``, then
+    ``license_expired`` or ``license_expiring`` (active, ``expires_at`` within 14 days)."""
+    alerts: list[dict[str, Any]] = []
+    if license_.needs_allocation:
+        alerts.append({"code": "allocation_needed"})
+    if is_expired(license_.expires_at, now):
+        alerts.append({"code": "license_expired"})
+    elif license_.expires_at <= format_timestamp(parse_timestamp(now) + EXPIRING_WITHIN):
+        alerts.append({"code": "license_expiring", "expires_at": license_.expires_at})
+    return alerts

@@ -228,6 +228,7 @@ def _license_from_item(item: Item) -> License:
         term_credits=_count(item, "term_credits") if "term_credits" in item else None,
         carried_over=_count(item, "carried_over"),
         granted=_count(item, "granted"),
+        low_balance_percent=_count(item, "low_balance_percent") if "low_balance_percent" in item else 20,
         counters_stored="live_active" in item,
     )
 
@@ -309,6 +310,7 @@ def license_values(license_: License) -> dict[str, Any]:
         else license_.credits_total,
         "carried_over": license_.carried_over,
         "granted": license_.granted,
+        "low_balance_percent": license_.low_balance_percent,
     }
 
 
@@ -838,7 +840,7 @@ def write_license_update(
         name: values[name]
         for name in (
             "gsi1pk", "gsi2pk", "gsi3pk", "gsi3sk", "account_id", "plan", "site_limit",
-            "credits_per_term", "term_months", "term_end", "expires_at", "key_hash",
+            "credits_per_term", "term_months", "term_end", "expires_at", "key_hash", "low_balance_percent",
         )
     }  # fmt: skip
     license_item = _license_update(read, sets, now=None)

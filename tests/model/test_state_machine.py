@@ -331,6 +331,26 @@ class Model:
     def valid(self, token: Token) -> bool:
         return self.current.get((token.slot, token.site)) == token.token
 
+    @staticmethod
+    def site_alerts(site: ModelSite) -> list[dict[str, Any]]:
+        """Rule 13 with the default threshold (20%): exhausted at 0, low at or below 20%."""
+        if not site.active or site.allocated <= 0:
+            return []
+        if site.remaining == 0:
+            return [{"code": "credits_exhausted"}]
+        if site.remaining * 100 <= site.allocated * 20:
+            return [{"code": "credits_low", "threshold_percent": 20}]
+        return []
+
+    @staticmethod
+    def license_alerts(license_: ModelLicense) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = [{"code": "allocation_needed"}] if license_.needs_allocation else []
+        if license_.expired:
+            alerts.append({"code": "license_expired"})
+        elif license_.expires_at <= REAL_NOW + timedelta(days=14):
+            alerts.append({"code": "license_expiring", "expires_at": rfc3339(license_.expires_at)})
+        return alerts
+
     def view(self, slot: int) -> dict[str, Any]:
         license_ = self.licenses[slot]
         left = license_.grants_left()
@@ -344,7 +364,9 @@ class Model:
             "allocated": license_.allocated,
             "unallocated": license_.unallocated,
             "needs_allocation": license_.needs_allocation,
+            "low_balance_percent": 20,
             "carried_over": license_.carried_over,
+            "alerts": self.license_alerts(license_),
             "grants": [
                 {
                     "grant_id": grant.grant_id,
@@ -365,6 +387,7 @@ class Model:
                     "used": site.used,
                     "held": site.held,
                     "remaining": site.remaining,
+                    "alerts": self.site_alerts(site),
                 }
                 for name, site in sorted(license_.sites.items())
             ],
@@ -397,6 +420,7 @@ class Model:
                 "remaining": site.remaining,
             },
             "needs_allocation": license_.needs_allocation,
+            "alerts": self.site_alerts(site) + self.license_alerts(license_),
         }
 
     def renew(self, slot: int, now: datetime) -> str:

@@ -204,6 +204,7 @@ def _create_license(
         needs_allocation=needs_allocation,
         key_hash=key_hash,
         version=1,
+        low_balance_percent=request.low_balance_percent,
     )
     sites = [
         _imported_site(license_id, site, allocations[site.site], request.term_start, now) for site in imported
@@ -237,6 +238,7 @@ def _update_license(
         term_end=request.term_end if same_term else existing.term_end,
         expires_at=request.expires_at,
         key_hash=key_hash,
+        low_balance_percent=request.low_balance_percent,
     )
     store.write_license_update(
         existing,

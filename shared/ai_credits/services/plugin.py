@@ -216,6 +216,7 @@ def balance(authorization: str | None, now: str) -> BalanceResponse:
             remaining=site.remaining,
         ),
         needs_allocation=license_.needs_allocation,
+        alerts=rules.site_alerts(site, license_.low_balance_percent) + rules.license_alerts(license_, now),
     )
 
 

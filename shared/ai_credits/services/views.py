@@ -87,17 +87,20 @@ def credits_view(
     rows: list[dict[str, Any]] = []
     for site in sorted(sites, key=lambda site: site.site):
         allocated = applied.get(site.site)
+        if allocated is not None:
+            site = replace(site, allocated=allocated, remaining=allocated - site.used - site.held)
         rows.append(
             {
                 "site": site.site,
                 "environment": site.environment,
                 "network": site.network,
                 "active": site.active,
-                "allocated": site.allocated if allocated is None else allocated,
+                "allocated": site.allocated,
                 "used": site.used,
                 "held": site.held,
-                "remaining": site.remaining if allocated is None else allocated - site.used - site.held,
+                "remaining": site.remaining,
                 "activated_at": site.activated_at,
+                "alerts": rules.site_alerts(site, license_.low_balance_percent),
             }
         )
     # The rows are validated into CreditsSite models by CreditsView itself (one pass, in pydantic-core).
@@ -105,7 +108,9 @@ def credits_view(
         **summary(license_, now).model_dump(exclude={"allocated"}),
         allocated=sum(row["allocated"] for row in rows),
         needs_allocation=license_.needs_allocation,
+        low_balance_percent=license_.low_balance_percent,
         carried_over=license_.carried_over,
+        alerts=rules.license_alerts(license_, now),
         grants=_grant_rows(license_, grants, sum(site.used for site in sites)),
         sites=rows,
     )
