@@ -903,6 +903,23 @@ class CreditsMachine(RuleBasedStateMachine):
         site = self.model.licenses[token.slot].sites.get(token.site)
         return site.remaining if site is not None else 0
 
+    def refused_to_spend(self, answer: Answer, token: Token, amount: int) -> bool:
+        """Whether a consume or a hold of ``amount`` is refused, checking the refusal: a bad token
+        (401), an expired license (403), more than the site has left (402 with its remaining)."""
+        if not self.model.valid(token):
+            expect_problem(answer, (401, "unauthorized"))
+            return True
+        license_ = self.model.licenses[token.slot]
+        site = license_.sites[token.site]
+        if license_.expired:
+            expect_problem(answer, (403, "license_expired"))
+            return True
+        if amount > site.remaining:
+            expect_problem(answer, (402, "insufficient_credits"))
+            assert answer.body["remaining"] == site.remaining
+            return True
+        return False
+
     def spend(
         self, token: Token, amount: int, feature: str | None, subsite: tuple[str | None, str | None]
     ) -> None:
@@ -910,17 +927,9 @@ class CreditsMachine(RuleBasedStateMachine):
         subsite_url, subsite_key = subsite
         request_id = self.next_request_id()
         answer = self.send_consume(token, amount, request_id, feature, subsite_url)
-        if not self.model.valid(token):
-            expect_problem(answer, (401, "unauthorized"))
+        if self.refused_to_spend(answer, token, amount):
             return
         site = license_.sites[token.site]
-        if license_.expired:
-            expect_problem(answer, (403, "license_expired"))
-            return
-        if amount > site.remaining:
-            expect_problem(answer, (402, "insufficient_credits"))
-            assert answer.body["remaining"] == site.remaining
-            return
         site.used += amount
         expected = {
             "request_id": request_id,
@@ -1317,18 +1326,10 @@ class CreditsMachine(RuleBasedStateMachine):
         hold_id = self.next_request_id()
         answer = call("hold_create", make_event("hold_create", body={"hold_id": hold_id, "amount": amount},
                                                 token=token.token))  # fmt: skip
-        if not self.model.valid(token):
-            expect_problem(answer, (401, "unauthorized"))
+        if self.refused_to_spend(answer, token, amount):
             return
         license_ = self.model.licenses[token.slot]
         site = license_.sites[token.site]
-        if license_.expired:
-            expect_problem(answer, (403, "license_expired"))
-            return
-        if amount > site.remaining:
-            expect_problem(answer, (402, "insufficient_credits"))
-            assert answer.body["remaining"] == site.remaining
-            return
         site.held += amount
         assert answer.status == 201, answer.body
         assert isinstance(answer.body.pop("expires_at"), str)
