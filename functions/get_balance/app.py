@@ -1,4 +1,5 @@
-"""Plugin: ``GET /v1/balance`` — what the refresh icon in *Manage Plan* calls."""
+"""Plugin reads: ``GET /v1/balance`` (what the refresh icon in *Manage Plan* calls) and
+``GET /v1/usage`` (the site's usage in its term)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
 from ai_credits.errors import Unauthorized
-from ai_credits.models import BalanceResponse
+from ai_credits.models import BalanceResponse, SiteUsage
 from ai_credits.observability import logger, metrics, tracer
-from ai_credits.services import plugin
+from ai_credits.services import plugin, usage
 
 app = create_app()
 
@@ -35,6 +36,17 @@ def get_balance():  # type: ignore[no-untyped-def]  # unannotated: Powertools wo
     if etag_matches(headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=cache_headers)
     return json_response(200, body, cache_headers)
+
+
+@app.get(
+    "/v1/usage",
+    summary="Manage Plan's usage: this site in its current term, by feature and day",
+    responses={200: success(SiteUsage, "the site's usage (net of refunds)"), **error_responses(Unauthorized)},
+    tags=["plugin"],
+)
+def site_usage():  # type: ignore[no-untyped-def]  # unannotated: Powertools would dump subsites: null
+    body = usage.site_usage(app.current_event.headers.get("authorization"), now())
+    return json_response(200, body.model_dump(exclude_none=True))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -21,6 +21,9 @@ class Settings:
     # run, tests) the pepper itself, LICENSE_KEY_PEPPER, else LOCAL_LICENSE_KEY_PEPPER.
     license_key_pepper_parameter: str = ""
     license_key_pepper: str = field(default=LOCAL_LICENSE_KEY_PEPPER, repr=False)
+    # The EventBridge bus the stream processor puts events on (EVENT_BUS_NAME; template.yaml's
+    # CreditsEventBus). Empty: events are derived and logged, not put anywhere.
+    event_bus_name: str = ""
     # Bounded retries of a transaction that DynamoDB cancelled for a conflict (full jitter).
     conflict_retries: int = 3
     retry_base_seconds: float = 0.02
@@ -37,4 +40,5 @@ def settings() -> Settings:
         billing_role_arn=os.environ.get("BILLING_ROLE_ARN", "").strip(),
         license_key_pepper_parameter=os.environ.get("LICENSE_KEY_PEPPER_PARAMETER", "").strip(),
         license_key_pepper=os.environ.get("LICENSE_KEY_PEPPER") or LOCAL_LICENSE_KEY_PEPPER,
+        event_bus_name=os.environ.get("EVENT_BUS_NAME", "").strip(),
     )

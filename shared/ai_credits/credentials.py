@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from functools import cache
@@ -90,6 +91,36 @@ def legacy_license_key_hash(license_key: str) -> str:
     """The hash of the scheme before the current one (plain SHA-256): still found on licenses
     provisioned before it, until billing next provisions their key."""
     return hashlib.sha256(_LICENSE_KEY_DOMAIN + license_key.encode("utf-8")).hexdigest()
+
+
+_CURSOR_DOMAIN = b"ai-credits/cursor\x00"
+
+
+def seal_cursor(payload: dict[str, str]) -> str:
+    """An opaque page cursor: the payload and a MAC keyed with the pepper, so that a cursor the
+    service did not issue (made up, edited) is told apart from one it did."""
+    body = _b64encode(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    return f"{body}.{_cursor_mac(body)}"
+
+
+def open_cursor(cursor: str) -> dict[str, str] | None:
+    """The payload of a cursor this service sealed, or None for anything else."""
+    body, _, mac = cursor.partition(".")
+    if len(cursor) > 2048 or not hmac.compare_digest(_cursor_mac(body), mac):
+        return None
+    try:
+        payload = json.loads(_b64decode(body))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(payload, dict) or not all(isinstance(value, str) for value in payload.values()):
+        return None
+    return payload
+
+
+def _cursor_mac(body: str) -> str:
+    return hmac.new(
+        license_key_pepper(), _CURSOR_DOMAIN + body.encode("ascii", "replace"), hashlib.sha256
+    ).hexdigest()[:32]
 
 
 def _hash_token_secret(secret: bytes) -> str:

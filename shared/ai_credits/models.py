@@ -247,6 +247,73 @@ class CreditsView(_Response):
     sites: list[CreditsSite]
 
 
+class UsageDay(_Response):
+    date: str = Field(examples=["2026-12-04"])
+    credits: int
+    requests: int
+
+
+class SiteUsage(_Response):
+    """*Manage Plan*'s usage: this site in the current term (``subsites`` on a network only)."""
+
+    site: str
+    term_start: str
+    term_end: str
+    credits: int  # net of refunds
+    requests: int  # charged consumes and captures
+    features: dict[str, int]
+    days: list[UsageDay]  # oldest first, only days with activity
+    subsites: dict[str, int] | None = None
+
+
+class UsageSiteRow(_Response):
+    site: str
+    credits: int
+    requests: int
+    features: dict[str, int]
+
+
+class UsageBucket(_Response):
+    start: str
+    credits: int
+    requests: int
+    sites: dict[str, int]
+
+
+class LicenseUsage(_Response):
+    """Where a license's credits went between ``from`` and ``to`` (UTC days or months)."""
+
+    model_config = ConfigDict(defer_build=True, populate_by_name=True)
+
+    license_id: str
+    from_: str = Field(alias="from")
+    to: str
+    granularity: Literal["day", "month"]
+    credits: int
+    requests: int
+    sites: list[UsageSiteRow]  # by credits, most first
+    buckets: list[UsageBucket]  # oldest first, only those with activity
+
+
+class LedgerEntry(_Response):
+    at: str
+    type: Literal["term", "grant", "carry_over", "consume", "refund", "expiry"]
+    credits: int  # negative for consumes and expiries
+    site: str | None = None
+    subsite: str | None = None
+    request_id: str | None = None
+    grant_id: str | None = None
+    feature: str | None = None
+    term_start: str
+
+
+class LedgerPage(_Response):
+    """A page of the statement, newest first; ``next_cursor`` is null on the last page."""
+
+    entries: list[LedgerEntry]
+    next_cursor: str | None
+
+
 class LicenseListItem(_Response):
     license_id: str
     plan: Plan

@@ -34,6 +34,10 @@ metric                         unit    emitted by           value
                                                             too; alarmed by ``RenewalFailuresAlarm``)
 ``HoldsExpired``               Count   HoldSweeperFunction  open holds past their ``expires_at`` released by a
                                                             sweep (sent as 0 too)
+``StreamRecords``              Count   StreamFunction       change records in a batch
+``StatementEntries``           Count   StreamFunction       statement entries written by a batch
+``UsageRollupUpdates``         Count   StreamFunction       rollup UpdateItem requests of a batch
+``EventsPublished``            Count   StreamFunction       events put on the bus (not those already sent)
 =============================  ======  ===================  ===============================================
 
 Tracing (X-Ray) is on in AWS Lambda only, as Powertools decides it: off outside Lambda (tests,
@@ -65,6 +69,10 @@ LICENSES_RENEWED = "LicensesRenewed"
 LICENSES_EXPIRED = "LicensesExpired"
 RENEWAL_FAILURES = "RenewalFailures"
 HOLDS_EXPIRED = "HoldsExpired"
+STREAM_RECORDS = "StreamRecords"
+STATEMENT_ENTRIES = "StatementEntries"
+USAGE_ROLLUP_UPDATES = "UsageRollupUpdates"
+EVENTS_PUBLISHED = "EventsPublished"
 
 _TRUTHY = frozenset({"1", "true", "t", "yes", "y", "on"})
 

@@ -127,6 +127,9 @@ FUNCTION_OF_EVENT = {
     "hold_release": "holds",
     "hold_get": "holds",
     "sweep_holds-scheduled": "sweep_holds",
+    "get_usage": "get_balance",
+    "license_usage": "licenses",
+    "license_ledger": "licenses",
 }
 
 
