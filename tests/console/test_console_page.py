@@ -10,66 +10,18 @@ below_used); a grant shows with what is left of it, and a site's held credits sh
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from playwright import sync_api  # a dev dependency: `make test` installs it (never skipped)
+from playwright import sync_api
 
-from local import REPO_ROOT
 from local.gateway import ConsoleDemo, GatewaySettings
 from local.run import DemoLicense
+from tests.console.browser import ARTIFACTS, Tab
 from tests.integration.client import Api
 
 pytestmark = pytest.mark.integration
-
-#: Debian's package; never a browser downloaded by Playwright. CHROMIUM overrides the path.
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = REPO_ROOT / ".local" / "test-artifacts"
-#: Every wait of the test (a loaded 2-core machine); the whole test takes a few seconds.
-TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    assert Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: `make setup` installs Debian's chromium"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-proxy-server"])
-        yield browser
-        browser.close()
-
-
-@dataclass
-class Tab:
-    page: Any
-    #: Requests to anywhere but the gateway (refused) and the page's uncaught JavaScript errors.
-    elsewhere: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def tab(browser: Any, gateway: str) -> Iterator[Tab]:
-    """A fresh page that may only reach the gateway: anything else is recorded and refused."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    context.set_default_timeout(TIMEOUT_MS)
-    sync_api.expect.set_options(timeout=TIMEOUT_MS)
-    tab = Tab(context.new_page())
-
-    def only_the_gateway(route: Any) -> None:
-        if route.request.url.startswith(f"{gateway}/"):
-            route.continue_()
-        else:
-            tab.elsewhere.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_the_gateway)
-    tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
-    yield tab
-    context.close()
 
 
 def test_allocate_refresh_spend_and_the_refusals_in_the_browser(
