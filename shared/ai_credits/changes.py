@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,10 +87,11 @@ class StatementEntry:
     request_id: str | None = None
     grant_id: str | None = None
     feature: str | None = None
+    sequence: str = ""  # of the stream record: orders the entries of one second as written
 
     @property
     def sort_key(self) -> str:
-        return f"{self.at}#{_RANK.get(self.type, '1')}#{self.source}"
+        return f"{self.at}#{_RANK.get(self.type, '1')}#{self.sequence:0>40}#{self.source}"
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"at": self.at, "type": self.type, "credits": self.credits}
@@ -163,10 +164,26 @@ def decode(record: Mapping[str, Any]) -> Change:
         sequence=dynamodb["SequenceNumber"],
         name=record["eventName"],
         keys={name: value["S"] for name, value in dynamodb["Keys"].items()},
-        new=from_item(new) if new else None,
-        old=from_item(old) if old else None,
+        new=from_item(_repaired(new)) if new else None,
+        old=from_item(_repaired(old)) if old else None,
         created=format_timestamp(created.replace(microsecond=0)),
     )
+
+
+def _repaired(image: Mapping[str, Any]) -> dict[str, Any]:
+    """The image with DynamoDB Local's way of streaming an empty map (``{}`` instead of
+    ``{"M": {}}``) read as the empty map it is, at any depth."""
+
+    def attribute(value: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not value:
+            return {"M": {}}
+        if "M" in value:
+            return {"M": {name: attribute(inner) for name, inner in value["M"].items()}}
+        if "L" in value:
+            return {"L": [attribute(inner) for inner in value["L"]]}
+        return value
+
+    return {name: attribute(value) for name, value in image.items()}
 
 
 def derive(change: Change) -> Derived:
@@ -181,6 +198,7 @@ def derive(change: Change) -> Derived:
         _from_grant(change, derived)
     elif kind in ("consume", "hold", "refund", "expiry"):
         _from_ledger(change, derived)
+    derived.entries = [replace(entry, sequence=change.sequence) for entry in derived.entries]
     return derived
 
 

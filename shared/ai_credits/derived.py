@@ -48,17 +48,21 @@ def statement_pk(license_id: str) -> str:
 
 
 def _batch_write(requests: Sequence[Item]) -> None:
-    """BatchWriteItem in chunks of 25, with the unprocessed items tried again (backing off)."""
+    """BatchWriteItem in chunks of 25."""
     for start in range(0, len(requests), BATCH_WRITE_ITEMS):
-        pending: list[Any] = list(requests[start : start + BATCH_WRITE_ITEMS])
-        for attempt in range(_UNPROCESSED_ATTEMPTS):
-            response = _call(client().batch_write_item, RequestItems={_table(): pending})
-            pending = response.get("UnprocessedItems", {}).get(_table(), [])
-            if not pending:
-                break
-            time.sleep(min(1.0, 0.05 * 2**attempt))
-        else:
-            raise Unavailable("the database did not take the batch; retry shortly", retry_after=1)
+        _write_chunk(requests[start : start + BATCH_WRITE_ITEMS])
+
+
+def _write_chunk(chunk: Sequence[Item]) -> None:
+    """One BatchWriteItem, with the unprocessed items tried again (backing off)."""
+    pending: list[Any] = list(chunk)
+    for attempt in range(_UNPROCESSED_ATTEMPTS):
+        response = _call(client().batch_write_item, RequestItems={_table(): pending})
+        pending = response.get("UnprocessedItems", {}).get(_table(), [])
+        if not pending:
+            return
+        time.sleep(min(1.0, 0.05 * 2**attempt))
+    raise Unavailable("the database did not take the batch; retry shortly", retry_after=1)
 
 
 def entry_item(entry: StatementEntry) -> dict[str, Any]:
@@ -237,7 +241,7 @@ def license_rollups(license_id: str, first_term: str, before: str) -> list[dict[
             KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
             ExpressionAttributeValues={
                 ":pk": {"S": usage_pk(license_id)},
-                ":low": {"S": first_term},
+                ":low": {"S": first_term or "0"},  # (no term: from the first; timestamps start with a digit)
                 ":high": {"S": before},
             },
         )

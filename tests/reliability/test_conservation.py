@@ -14,12 +14,15 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from ai_credits import store
+from ai_credits import derived, store
 from ai_credits.audit import reconcile
+from ai_credits.clock import format_timestamp, utc_now
+from ai_credits.services import usage
 from tests.integration.client import Api, unique
 
 CLIENTS = 32
@@ -214,7 +217,9 @@ def _lifecycle(world: World, rng: random.Random, license_id: str, site: str, min
 
 
 @pytest.mark.integration
-def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_env, portal_token):
+def test_credits_are_conserved_under_32_concurrent_clients(
+    gateway, ddb_local_env, portal_token, stream_tap, event_bus
+):
     api = Api(gateway)
     account = unique("acct")
     world = World(api, portal_token(account))
@@ -246,6 +251,7 @@ def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_en
             f"{license_id}: credits_total {license_.credits_total}, unallocated {license_.unallocated}"
         )
     assert set(world.charged) == ledger_seen, "every 200 is in the ledger exactly once"
+    _check_derived_data(stream_tap, licenses, ledger_seen)
     assert not (world.unavailable - set(world.charged)) & ledger_seen, "a 503 charged nothing"
 
     total = sum(world.operations.values())
@@ -258,3 +264,28 @@ def test_credits_are_conserved_under_32_concurrent_clients(gateway, ddb_local_en
     assert any(name.startswith("deactivate 204") for name in world.operations)
     for done in ("hold 201", "capture 200", "release 200", "refund 201", "grant 201"):
         assert world.operations[done] > 0, done
+
+
+def _check_derived_data(stream_tap: Any, licenses: list[str], charges: set[tuple[str, str, str]]) -> None:
+    """After the stream caught up: each license's usage of its term is what its sites used, and
+    its statement has every charge once and sums as the contract says."""
+    reports = stream_tap.drain()
+    assert all(report.failed_at is None for report in reports)
+    in_statement: Counter[tuple[str, str, str]] = Counter()
+    for license_id in licenses:
+        license_, sites = store.get_license_with_sites(license_id)
+        assert license_ is not None
+        used = sum(site.used for site in sites)
+        now = format_timestamp(utc_now() + timedelta(minutes=1))
+        term = usage.license_usage(None, license_id, None, None, "day", now)
+        assert term.credits == used, f"{license_id}: usage {term.credits}, used {used}"
+        entries = list(derived.statement(license_id))
+        current = [entry for entry in entries if entry["term_start"] == license_.term_start]
+        assert sum(entry["credits"] for entry in current) == license_.credits_total - used, license_id
+        for entry in entries:
+            if entry["entry_type"] == "consume":
+                in_statement[(license_id, entry["site"], entry["request_id"])] += 1
+    assert set(in_statement) == charges and set(in_statement.values()) == {1}
+    print(
+        f"conservation: {sum(in_statement.values())} charges in the statements, usage = used on every license"
+    )
