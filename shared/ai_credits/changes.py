@@ -356,7 +356,7 @@ def _from_ledger(change: Change, derived: Derived) -> None:
     if new is None:
         return
     source = change.keys["sk"]
-    common = {
+    common: dict[str, Any] = {
         "site": new.get("site"),
         "subsite": new.get("subsite"),
         "request_id": new.get("request_id"),
