@@ -4,6 +4,8 @@
     ai-credits show LICENSE_ID [--json]
     ai-credits renew [LICENSE_ID ...] [--now TIME] [--json]
     ai-credits audit [LICENSE_ID ...] [--json]
+    ai-credits usage LICENSE_ID [--from TIME] [--to TIME] [--granularity day|month] [--format table|csv|json]
+    ai-credits ledger LICENSE_ID [--limit N] [--cursor CURSOR] [--format table|csv|json]
 
 Every command calls the use cases of ``ai_credits.services`` (the functions' own), so the rules
 and the conditional writes are exactly the deployed ones. The table is ``--table`` or
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import secrets
@@ -32,8 +35,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ai_credits import store
 from ai_credits.clock import add_months, format_timestamp, parse_timestamp, utc_now
 from ai_credits.errors import DomainError
-from ai_credits.models import ProvisionRequest, ProvisionResponse
-from ai_credits.services import billing, operator, renewal, views
+from ai_credits.models import LedgerPage, LicenseUsage, ProvisionRequest, ProvisionResponse
+from ai_credits.services import billing, operator, renewal, usage, views
 
 #: ``--local``: the DynamoDB and table of ``make run`` (local/run.py, local/cfn.py).
 LOCAL_TABLE = "ai-credits-local"
@@ -47,6 +50,7 @@ LOCAL_AWS_ENV = {
 # A generated license key: "AGG-" and five groups of five Crockford base32 characters (125 bits).
 _KEY_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _WP_ENVIRONMENTS = ("production", "staging", "development", "local")
+_FORMATS = ("table", "csv", "json")
 
 
 class UsageError(Exception):
@@ -70,6 +74,12 @@ def _activation(text: str) -> dict[str, str]:
             f"expected ENVIRONMENT:SITE_URL with ENVIRONMENT one of {', '.join(_WP_ENVIRONMENTS)}: {text!r}"
         )
     return {"site_url": site_url, "environment": environment}
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= usage.MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {usage.MAX_PAGE}: {text!r}")
+    return int(text)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -223,6 +233,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("license_ids", nargs="*", metavar="LICENSE_ID", help="default: every license (a Scan)")
     _json_option(audit)
+
+    usage_command = commands.add_parser(
+        "usage",
+        parents=[connection],
+        help="where a license's credits went: by site, AI feature and day or month",
+        description="The portal's usage view (GET /v1/licenses/{id}/usage) of any license: credits "
+        "(net of refunds) and requests from --from to --to, by site with their AI features, and per "
+        "UTC day or month with activity. Derived from the table's stream: seconds behind a write.",
+        epilog="--format csv: a line per day (month) with activity: start, credits, requests, then a "
+        "column of credits per site (most credits first). --format json: the route's body.",
+    )
+    usage_command.add_argument("license_id", metavar="LICENSE_ID")
+    usage_command.add_argument(
+        "--from", dest="from_", type=_timestamp, metavar="TIME", help="RFC 3339 (default: the term's start)"
+    )
+    usage_command.add_argument("--to", type=_timestamp, metavar="TIME", help="RFC 3339 (default: now)")
+    usage_command.add_argument("--granularity", choices=["day", "month"], default="day", help="default: day")
+    usage_command.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
+
+    ledger = commands.add_parser(
+        "ledger",
+        parents=[connection],
+        help="a license's statement: its credit movements, newest first",
+        description="The portal's statement (GET /v1/licenses/{id}/ledger) of any license: term "
+        "credits, grants, carry-overs, consumes, refunds and expiries, newest first, a page at a time. "
+        "Derived from the table's stream: seconds behind a write.",
+        epilog="--format csv: every entry, exactly the route's CSV (text/csv), without --limit or "
+        "--cursor. --format json: the route's page, with next_cursor.",
+    )
+    ledger.add_argument("license_id", metavar="LICENSE_ID")
+    ledger.add_argument(
+        "--limit",
+        type=_page_size,
+        metavar="N",
+        help=f"entries of the page, 1 to {usage.MAX_PAGE} (default: 100)",
+    )
+    ledger.add_argument("--cursor", metavar="CURSOR", help="the next page: the cursor the last one printed")
+    ledger.add_argument("--format", choices=_FORMATS, default="table", help="default: table")
     return parser
 
 
@@ -354,6 +402,60 @@ def _dump(value: Any, out: TextIO) -> None:
     print(json.dumps(value, indent=2), file=out)
 
 
+def _named_credits(credits: Mapping[str, int], order: Sequence[str] | None = None) -> str:
+    """``rewrite=40 summarize=5``: credits by name (in ``order`` when given)."""
+    names = [name for name in order if name in credits] if order is not None else list(credits)
+    return " ".join(f"{name}={credits[name]}" for name in names)
+
+
+def _print_usage(view: LicenseUsage, out: TextIO) -> None:
+    print(f"usage of {view.license_id}: {view.from_} .. {view.to}, by {view.granularity}", file=out)
+    print(f"credits {view.credits}, requests {view.requests}", file=out)
+    print(f"\nsites ({len(view.sites)})", file=out)
+    if view.sites:
+        _table(
+            ["SITE", "CREDITS", "REQUESTS", "FEATURES"],
+            [[row.site, row.credits, row.requests, _named_credits(row.features)] for row in view.sites],
+            out,
+        )
+    print(f"\n{view.granularity}s with activity ({len(view.buckets)})", file=out)
+    if view.buckets:
+        order = [row.site for row in view.sites]
+        _table(
+            ["START", "CREDITS", "REQUESTS", "SITES"],
+            [[b.start, b.credits, b.requests, _named_credits(b.sites, order)] for b in view.buckets],
+            out,
+        )
+
+
+def _usage_csv(view: LicenseUsage, out: TextIO) -> None:
+    sites = [row.site for row in view.sites]
+    writer = csv.writer(out)
+    writer.writerow(["start", "credits", "requests", *sites])
+    for bucket in view.buckets:
+        writer.writerow(
+            [bucket.start, bucket.credits, bucket.requests, *(bucket.sites.get(s, 0) for s in sites)]
+        )
+
+
+def _page_json(page: LedgerPage) -> dict[str, Any]:
+    """The route's body: entries without their absent fields."""
+    return {
+        "entries": [entry.model_dump(exclude_none=True) for entry in page.entries],
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _print_statement(license_id: str, page: LedgerPage, out: TextIO) -> None:
+    print(f"ledger of {license_id}: {len(page.entries)} entries, newest first", file=out)
+    if page.entries:
+        columns = usage.CSV_COLUMNS  # the statement's columns, in the CSV's order
+        entries = [entry.model_dump() for entry in page.entries]
+        _table([name.upper() for name in columns], [[e[name] for name in columns] for e in entries], out)
+    if page.next_cursor:
+        print(f"\nnext page: --cursor {page.next_cursor}", file=out)
+
+
 # -- the commands -------------------------------------------------------------------------
 
 
@@ -477,6 +579,38 @@ def _audit(arguments: argparse.Namespace, table: str, out: TextIO) -> int:
     return 1 if drift else 0
 
 
+def _usage(arguments: argparse.Namespace, out: TextIO) -> int:
+    view = usage.license_usage(
+        None,
+        arguments.license_id,
+        arguments.from_,
+        arguments.to,
+        arguments.granularity,
+        format_timestamp(utc_now()),
+    )
+    if arguments.format == "json":
+        _dump(view.model_dump(by_alias=True), out)
+    elif arguments.format == "csv":
+        _usage_csv(view, out)
+    else:
+        _print_usage(view, out)
+    return 0
+
+
+def _ledger_statement(arguments: argparse.Namespace, out: TextIO) -> int:
+    if arguments.format == "csv":
+        if arguments.limit is not None or arguments.cursor is not None:
+            raise UsageError("--format csv prints every entry: no --limit or --cursor")
+        out.write(usage.ledger_csv(None, arguments.license_id))
+        return 0
+    page = usage.ledger_page(None, arguments.license_id, arguments.limit or 100, arguments.cursor)
+    if arguments.format == "json":
+        _dump(_page_json(page), out)
+    else:
+        _print_statement(arguments.license_id, page, out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
     """Run one command; the exit status (0 done, 1 refused/failed/drift, 2 bad usage)."""
     parser = build_parser()
@@ -490,6 +624,10 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, out: Te
                 return _show(arguments, out)
             if arguments.command == "renew":
                 return _renew(arguments, out)
+            if arguments.command == "usage":
+                return _usage(arguments, out)
+            if arguments.command == "ledger":
+                return _ledger_statement(arguments, out)
             return _audit(arguments, table, out)
     except UsageError as error:
         print(f"ai-credits {arguments.command}: error: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The operator's command line (``ai-credits``, local/cli.py): every command through ``main(argv)``
-on moto, and the ``--help`` of each."""
+on moto, and the ``--help`` of each; ``usage`` and ``ledger`` on DynamoDB Local, whose stream the
+stream processor reads (``stream_tap``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 
 from ai_credits import store
 from ai_credits.credentials import hash_license_key
-from ai_credits.models import ActivationRequest, ConsumeRequest
+from ai_credits.models import ActivationRequest, ConsumeRequest, GrantRequest, RefundRequest
+from ai_credits.services import billing, portal, usage
 from ai_credits.services import plugin as services
 from local import cli
+from tests.integration.client import unique
 
 TERM = ["--term-start", "2026-11-01T00:00:00Z", "--term-end", "2027-11-01T00:00:00Z"]
 PAID = "2028-11-01T00:00:00Z"
@@ -39,13 +42,20 @@ def provision(license_id: str, *extra: str, key: str = KEY, plan: str = "single-
     )  # fmt: skip
 
 
-def spend(license_key: str, site_url: str, amount: int, request_id: str) -> None:
-    now = "2026-11-02T00:00:00Z"
+def spend(
+    license_key: str,
+    site_url: str,
+    amount: int,
+    request_id: str,
+    feature: str | None = None,
+    now: str = "2026-11-02T00:00:00Z",
+) -> None:
     activation = services.activate(
         ActivationRequest(license_key=license_key, site_url=site_url, environment="production"), now
     )
     token = activation.response.activation_token
-    services.consume(f"Bearer {token}", ConsumeRequest(amount=amount, request_id=request_id), now)
+    request = ConsumeRequest(amount=amount, request_id=request_id, feature=feature)
+    services.consume(f"Bearer {token}", request, now)
 
 
 # -- provision ----------------------------------------------------------------------------
@@ -296,6 +306,221 @@ def test_audit_finds_no_drift_then_the_drift_of_a_tampered_counter(moto_table):
     assert answer["drift"]["lic-gone"] == ["no such license"]
 
 
+# -- usage and ledger (derived from the table's stream: on DynamoDB Local) ----------------
+
+RANGE = ["--from", "2026-11-01T00:00:00Z", "--to", "2026-12-31T00:00:00Z"]
+
+
+def _two_sites_spending(stream_tap: Any) -> str:
+    """A multi-site license (example.com 600, example.org 400) and five consumes over three days
+    of two months, handed to the stream processor; its id."""
+    license_id, key = unique("lic-usage"), unique("AGG-USAGE")
+    sites = ["--activation", "production:example.com", "--activation", "production:example.org"]
+    assert provision(license_id, "--site-limit", "2", *sites, key=key, plan="multi-site")[0] == 0
+    portal.apply_allocations(
+        "acct-1", license_id, {"example.com": 600, "example.org": 400}, "2026-11-01T12:00:00Z"
+    )
+    spend(key, "example.com", 5, "r-1", "rewrite", "2026-11-02T10:00:00Z")
+    spend(key, "example.com", 7, "r-2", "summarize", "2026-11-02T11:00:00Z")
+    spend(key, "example.org", 20, "r-3", "rewrite", "2026-11-02T12:00:00Z")
+    spend(key, "example.com", 3, "r-4", None, "2026-11-03T09:00:00Z")  # no feature: "other"
+    spend(key, "example.org", 10, "r-5", "translate", "2026-12-01T08:00:00Z")
+    stream_tap.drain()
+    return license_id
+
+
+@pytest.mark.integration
+def test_usage_by_site_feature_and_day_as_a_table(stream_tap):
+    license_id = _two_sites_spending(stream_tap)
+
+    status, output = run("usage", license_id, *RANGE)
+
+    assert status == 0
+    assert output.startswith(
+        f"usage of {license_id}: 2026-11-01T00:00:00Z .. 2026-12-31T00:00:00Z, by day\n"
+        "credits 45, requests 5\n\nsites (2)\n"
+    )
+    # the sites by credits, most first, with their features
+    assert re.search(r"example\.org\s+30\s+2\s+rewrite=20 translate=10\n", output)
+    assert re.search(r"example\.com\s+15\s+3\s+other=3 rewrite=5 summarize=7\n", output)
+    assert output.index("example.org") < output.index("example.com")
+    # the days with activity, oldest first, each by site
+    days = output[output.index("days with activity (3)") :].splitlines()[2:]
+    assert [re.split(r"\s{2,}", line) for line in days] == [
+        ["2026-11-02T00:00:00Z", "32", "3", "example.org=20 example.com=12"],
+        ["2026-11-03T00:00:00Z", "3", "1", "example.com=3"],
+        ["2026-12-01T00:00:00Z", "10", "1", "example.org=10"],
+    ]
+
+
+@pytest.mark.integration
+def test_usage_per_month_as_csv_and_json(stream_tap):
+    license_id = _two_sites_spending(stream_tap)
+
+    status, output = run("usage", license_id, *RANGE, "--granularity", "month", "--format", "csv")
+
+    # A line per month with activity, a column per site (most credits first)
+    assert status == 0
+    assert output == (
+        "start,credits,requests,example.org,example.com\r\n"
+        "2026-11-01T00:00:00Z,35,4,20,15\r\n"
+        "2026-12-01T00:00:00Z,10,1,10,0\r\n"
+    )
+    status, output = run("usage", license_id, *RANGE, "--format", "json")
+    answer = json.loads(output)
+    assert status == 0
+    assert (answer["from"], answer["to"], answer["granularity"]) == (
+        "2026-11-01T00:00:00Z",
+        "2026-12-31T00:00:00Z",
+        "day",
+    )
+    assert (answer["credits"], answer["requests"]) == (45, 5)
+    assert answer["sites"][0] == {
+        "site": "example.org",
+        "credits": 30,
+        "requests": 2,
+        "features": {"rewrite": 20, "translate": 10},
+    }
+    assert [bucket["start"][:10] for bucket in answer["buckets"]] == [
+        "2026-11-02",
+        "2026-11-03",
+        "2026-12-01",
+    ]
+
+
+@pytest.mark.integration
+def test_ledger_pages_newest_first_and_the_whole_statement_as_csv(stream_tap):
+    # Given a single-site license: three consumes, a refund of one and a top-up
+    license_id, key = unique("lic-ledger"), unique("AGG-LEDGER")
+    assert provision(license_id, "--activation", "production:example.com", key=key)[0] == 0
+    spend(key, "example.com", 5, "r-1", "rewrite", "2026-11-02T10:00:00Z")
+    spend(key, "example.com", 7, "r-2", "summarize", "2026-11-02T11:00:00Z")
+    spend(key, "example.com", 3, "r-3", None, "2026-11-03T09:00:00Z")
+    billing.refund(
+        license_id, RefundRequest(site_url="example.com", request_id="r-2"), "2026-11-04T00:00:00Z"
+    )
+    billing.grant_credits(license_id, GrantRequest(grant_id="topup-1", credits=500), "2026-11-05T00:00:00Z")
+    stream_tap.drain()
+
+    # The first page: the newest entries (the term's, written at provisioning, now), and the next one's cursor
+    status, output = run("ledger", license_id, "--limit", "2")
+
+    assert status == 0
+    lines = output.splitlines()
+    assert lines[0] == f"ledger of {license_id}: 2 entries, newest first"
+    assert lines[1].split() == [name.upper() for name in usage.CSV_COLUMNS]
+    assert re.match(r"\S+\s+term\s+1000\s+2026-11-01T00:00:00Z\s+-\s+-\s+-\s+-\s+-$", lines[2])
+    assert re.match(
+        r"2026-11-05T00:00:00Z\s+grant\s+500\s+2026-11-01T00:00:00Z\s+-\s+-\s+-\s+topup-1\s+-$", lines[3]
+    )
+    cursor = re.fullmatch(r"next page: --cursor (\S+)", lines[-1])
+    assert cursor is not None
+
+    # The next pages, as JSON, until next_cursor is null
+    entries: list[dict[str, Any]] = []
+    next_cursor: str | None = cursor.group(1)
+    while next_cursor is not None:
+        status, output = run(
+            "ledger", license_id, "--limit", "2", "--cursor", next_cursor, "--format", "json"
+        )
+        assert status == 0
+        page = json.loads(output)
+        entries += page["entries"]
+        next_cursor = page["next_cursor"]
+    assert entries == [
+        {
+            "at": "2026-11-04T00:00:00Z",
+            "type": "refund",
+            "credits": 7,
+            "site": "example.com",
+            "request_id": "r-2",
+            "feature": "summarize",
+            "term_start": "2026-11-01T00:00:00Z",
+        },
+        {
+            "at": "2026-11-03T09:00:00Z",
+            "type": "consume",
+            "credits": -3,
+            "site": "example.com",
+            "request_id": "r-3",
+            "term_start": "2026-11-01T00:00:00Z",
+        },
+        {
+            "at": "2026-11-02T11:00:00Z",
+            "type": "consume",
+            "credits": -7,
+            "site": "example.com",
+            "request_id": "r-2",
+            "feature": "summarize",
+            "term_start": "2026-11-01T00:00:00Z",
+        },
+        {
+            "at": "2026-11-02T10:00:00Z",
+            "type": "consume",
+            "credits": -5,
+            "site": "example.com",
+            "request_id": "r-1",
+            "feature": "rewrite",
+            "term_start": "2026-11-01T00:00:00Z",
+        },
+    ]
+
+    # Every entry as CSV: exactly the statement the portal downloads
+    status, output = run("ledger", license_id, "--format", "csv")
+
+    assert status == 0
+    assert output == usage.ledger_csv(None, license_id)
+    rows = output.split("\r\n")
+    assert rows[0] == ",".join(usage.CSV_COLUMNS)
+    assert [row.split(",")[1] for row in rows[1:-1]] == [
+        "term",
+        "grant",
+        "refund",
+        "consume",
+        "consume",
+        "consume",
+    ]
+    assert rows[-1] == ""
+
+
+def test_ledger_csv_is_every_entry_never_a_page(moto_table, capsys):
+    provision("lic-1")
+
+    assert run("ledger", "lic-1", "--format", "csv", "--limit", "5") == (2, "")
+    assert "every entry" in capsys.readouterr().err
+
+
+def test_usage_and_ledger_refusals(moto_table, capsys):
+    provision("lic-1")
+
+    assert run("usage", "lic-nope") == (1, "")
+    assert "not_found" in capsys.readouterr().err
+    assert run("ledger", "lic-nope") == (1, "")
+    assert "not_found" in capsys.readouterr().err
+    backwards = ["--from", "2026-12-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z"]
+    assert run("usage", "lic-1", *backwards) == (1, "")
+    assert "validation_error: from (2026-12-01T00:00:00Z) must be before to" in capsys.readouterr().err
+    assert run("ledger", "lic-1", "--cursor", "not-a-cursor") == (1, "")
+    assert "validation_error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ledger", "lic-1", "--limit", "0"],
+        ["ledger", "lic-1", "--limit", "501"],
+        ["ledger", "lic-1", "--format", "xml"],
+        ["usage", "lic-1", "--granularity", "week"],
+        ["usage", "lic-1", "--from", "2026-11-01"],  # a date, not a time with a zone
+    ],
+)
+def test_usage_and_ledger_argument_errors(argv):
+    with pytest.raises(SystemExit) as exit_:
+        run(*argv)
+
+    assert exit_.value.code == 2
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -360,7 +585,7 @@ def test_help_lists_every_command(capsys):
     text = _help(capsys=capsys)
 
     assert text.startswith("usage: ai-credits")
-    for command in ("provision", "show", "renew", "audit"):
+    for command in ("provision", "show", "renew", "audit", "usage", "ledger"):
         assert re.search(rf"^\s+{command}\s+\S", text, re.MULTILINE), command
 
 
@@ -377,6 +602,8 @@ def test_help_lists_every_command(capsys):
         ("show", ["LICENSE_ID", "--now", "--json", "ledger"]),
         ("renew", ["[LICENSE_ID ...]", "--now", "--json", "RenewFunction"]),
         ("audit", ["[LICENSE_ID ...]", "--json", "drift"]),
+        ("usage", ["LICENSE_ID", "--from", "--to", "--granularity {day,month}", "--format {table,csv,json}", "feature"]),
+        ("ledger", ["LICENSE_ID", "--limit N", "--cursor", "--format {table,csv,json}", "newest first"]),
     ],
 )  # fmt: skip
 def test_help_of_each_command(command, expected, capsys):
