@@ -8,6 +8,7 @@
     demo: null, // {license_id, account_id, portal_token, sites: [{site, environment, activation_token}]}
     credits: null, // the last GET .../credits (or Apply) answer
     balances: new Map(), // site -> {etag, body} of its last GET /v1/balance
+    statementCursor: null, // next_cursor of the statement's last page
   };
 
   const $ = (id) => document.getElementById(id);
@@ -24,8 +25,8 @@
     }
   }
 
-  async function call(method, path, { token, body, headers = {} } = {}) {
-    const init = { method, cache: "no-store", headers: { Accept: "application/json", ...headers } };
+  async function call(method, path, { token, body, headers = {}, accept = "application/json" } = {}) {
+    const init = { method, cache: "no-store", headers: { Accept: accept, ...headers } };
     if (token) init.headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
@@ -48,7 +49,9 @@
     } catch {
       data = null;
     }
-    if (response.ok || response.status === 304) return { status: response.status, data, headers: response.headers };
+    if (response.ok || response.status === 304) {
+      return { status: response.status, data, text, headers: response.headers };
+    }
     const problem = data && typeof data === "object" ? data : { title: response.statusText, detail: text.slice(0, 200) };
     if (response.status === 503 && response.headers.get("Retry-After")) {
       problem.retryAfter = response.headers.get("Retry-After");
@@ -74,8 +77,10 @@
     }
   }
 
-  const portal = (method, path, body) =>
-    withFreshCredentials(() => call(method, path, { token: state.demo.portal_token, body }));
+  const portal = (method, path, options = {}) =>
+    withFreshCredentials(() => call(method, path, { ...options, token: state.demo.portal_token }));
+
+  const licensePath = (suffix) => `/v1/licenses/${encodeURIComponent(state.demo.license_id)}/${suffix}`;
 
   const plugin = (site, method, path, options = {}) =>
     withFreshCredentials(() => call(method, path, { ...options, token: tokenOf(site) }));
@@ -154,6 +159,54 @@
     }
   }
 
+  // -- alerts (rule 13): WordPress admin notices ---------------------------------------------------
+
+  const ERROR_ALERTS = new Set(["credits_exhausted", "license_expired"]);
+
+  /** An alert's sentence; `site` names the site a site-level alert is about (none: this site). */
+  function alertText(alert, site, remaining) {
+    const subject = site || "This site";
+    switch (alert.code) {
+      case "credits_exhausted":
+        return `${subject} has used all its AI Credits. Allocate more in Manage AI Credits to use AI features again.`;
+      case "credits_low":
+        return (
+          `${subject} is low on AI Credits: ${format(remaining)} left, ` +
+          `${alert.threshold_percent}% or less of its allocation.`
+        );
+      case "allocation_needed":
+        return (
+          "The license's credits wait for an allocation in Manage AI Credits: " +
+          "until Apply there, its sites cannot use AI features."
+        );
+      case "license_expired":
+        return (
+          "The license has expired: its credits can be read but not used or allocated. " +
+          "Renew it to use AI features again."
+        );
+      case "license_expiring":
+        return `The license expires on ${day(alert.expires_at)}: renew it to keep using AI Credits.`;
+      default:
+        return `${subject}: ${alert.code}`;
+    }
+  }
+
+  /** Show `notices` ({alert, site?, remaining?}) as admin notices: errors red, the rest yellow. */
+  function renderAlerts(container, notices) {
+    container.replaceChildren(
+      ...notices.map(({ alert, site, remaining }) => {
+        const kind = ERROR_ALERTS.has(alert.code) ? "error" : "warning";
+        const notice = Object.assign(document.createElement("p"), {
+          className: `notice notice-${kind}`,
+          textContent: alertText(alert, site, remaining),
+        });
+        notice.dataset.code = alert.code;
+        if (site) notice.dataset.site = site;
+        return notice;
+      }),
+    );
+  }
+
   // -- Manage AI Credits (portal) -----------------------------------------------------------------
 
   const PLANS = { "single-site": "Single-site", "multi-site": "Multi-site" };
@@ -204,7 +257,12 @@
         return row;
       }),
     );
-    $("needs-allocation").hidden = !view.needs_allocation;
+    renderAlerts($("portal-alerts"), [
+      ...view.alerts.map((alert) => ({ alert })),
+      ...view.sites.flatMap((site) =>
+        site.alerts.map((alert) => ({ alert, site: site.site, remaining: site.remaining })),
+      ),
+    ]);
 
     const rows = view.sites.map((site, index) => {
       const row = document.createElement("tr");
@@ -288,7 +346,7 @@
     const section = $("portal");
     section.setAttribute("aria-busy", "true");
     try {
-      const { data } = await portal("GET", `/v1/licenses/${encodeURIComponent(state.demo.license_id)}/credits`);
+      const { data } = await portal("GET", licensePath("credits"));
       renderCredits(data, options);
     } finally {
       section.setAttribute("aria-busy", "false");
@@ -315,8 +373,7 @@
     const button = $("apply");
     button.disabled = true;
     try {
-      const path = `/v1/licenses/${encodeURIComponent(state.demo.license_id)}/allocations`;
-      const { data } = await portal("PUT", path, { allocations });
+      const { data } = await portal("PUT", licensePath("allocations"), { body: { allocations } });
       renderCredits(data);
       showStatus(
         status,
@@ -334,6 +391,341 @@
         // Refused on figures the sites may have changed since (they spend): show the current ones.
         await loadCredits({ keepInputs: true }).catch(() => {});
       }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // -- Usage (portal): credits per day or month, stacked by site, drawn by hand as SVG ------------
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const SERIES_COLOURS = 6; // .series-0 to .series-5 in console.css
+  const CHART = { width: 640, height: 220, top: 12, right: 8, bottom: 28, left: 52 };
+  const MAX_AXIS_LABELS = 7;
+  const MAX_BAR_WIDTH = 48;
+  const dayLabel = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", month: "short", day: "numeric" });
+  const monthLabel = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", month: "short", year: "numeric" });
+
+  function svg(name, attributes = {}, text = undefined) {
+    const element = document.createElementNS(SVG_NS, name);
+    for (const [attribute, value] of Object.entries(attributes)) element.setAttribute(attribute, String(value));
+    if (text !== undefined) element.textContent = text;
+    return element;
+  }
+
+  /** The key of a period: the day (2026-12-04) or month (2026-12) its UTC timestamp starts. */
+  const periodOf = (timestamp, granularity) => timestamp.slice(0, granularity === "month" ? 7 : 10);
+
+  /** Every period from `from` to `to` (an axis without gaps), and those of the buckets, in order. */
+  function periodsOf(usage) {
+    const periods = new Set();
+    const start = new Date(Date.parse(usage.from));
+    const cursor = new Date(
+      Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), usage.granularity === "month" ? 1 : start.getUTCDate()),
+    );
+    while (cursor.getTime() < Date.parse(usage.to)) {
+      periods.add(periodOf(cursor.toISOString(), usage.granularity));
+      if (usage.granularity === "month") cursor.setUTCMonth(cursor.getUTCMonth() + 1);
+      else cursor.setUTCDate(cursor.getUTCDate() + 1);
+    }
+    for (const bucket of usage.buckets) periods.add(periodOf(bucket.start, usage.granularity));
+    return [...periods].sort();
+  }
+
+  function periodLabel(period, granularity) {
+    const date = new Date(`${granularity === "month" ? `${period}-01` : period}T00:00:00Z`);
+    return (granularity === "month" ? monthLabel : dayLabel).format(date);
+  }
+
+  /** A round step between gridlines (1, 2 or 5 times a power of ten, at least 1): about four of them. */
+  function gridStep(span) {
+    const rough = Math.max(span / 4, 1);
+    const power = 10 ** Math.floor(Math.log10(rough));
+    return [1, 2, 5, 10].map((multiple) => multiple * power).find((step) => step >= rough);
+  }
+
+  /** A bucket's segments, one per site: credits above zero stack up, refunds (net negative) down. */
+  function stack(bucket, sites) {
+    let up = 0;
+    let down = 0;
+    return sites
+      .filter((site) => bucket.sites[site])
+      .map((site) => {
+        const credits = bucket.sites[site];
+        const low = credits > 0 ? up : down + credits;
+        if (credits > 0) up += credits;
+        else down += credits;
+        return { site, low, high: low + Math.abs(credits) };
+      });
+  }
+
+  /** "example.org 80, example.com 20": a bucket's credits by site, in the chart's order. */
+  function bySite(bucket, sites) {
+    return sites
+      .filter((site) => bucket.sites[site])
+      .map((site) => `${site} ${format(bucket.sites[site])}`)
+      .join(", ");
+  }
+
+  /** The sites of the chart in the order of `usage.sites` (most credits first): their colours. */
+  function chartSites(usage) {
+    const sites = usage.sites.map((site) => site.site);
+    for (const bucket of usage.buckets) {
+      for (const site of Object.keys(bucket.sites)) if (!sites.includes(site)) sites.push(site);
+    }
+    return sites;
+  }
+
+  function usageChart(usage, sites) {
+    const periods = periodsOf(usage);
+    const stacks = usage.buckets.map((bucket) => ({ bucket, segments: stack(bucket, sites) }));
+    const highest = Math.max(0, ...stacks.flatMap(({ segments }) => segments.map((segment) => segment.high)));
+    const lowest = Math.min(0, ...stacks.flatMap(({ segments }) => segments.map((segment) => segment.low)));
+    const step = gridStep(highest - lowest);
+    const top = Math.max(Math.ceil(highest / step), lowest === 0 ? 1 : 0) * step;
+    const bottom = Math.floor(lowest / step) * step;
+    const plotHeight = CHART.height - CHART.top - CHART.bottom;
+    const y = (credits) => CHART.top + ((top - credits) / (top - bottom)) * plotHeight;
+    const slot = (CHART.width - CHART.left - CHART.right) / periods.length;
+    const barWidth = Math.min(Math.max(1, slot * 0.7), MAX_BAR_WIDTH);
+    const x = (period) => CHART.left + periods.indexOf(period) * slot + (slot - barWidth) / 2;
+
+    const chart = svg("svg", {
+      class: "chart",
+      viewBox: `0 0 ${CHART.width} ${CHART.height}`,
+      role: "img",
+      "aria-labelledby": "usage-chart-title usage-chart-desc",
+    });
+    chart.append(
+      svg(
+        "title",
+        { id: "usage-chart-title" },
+        `Credits per ${usage.granularity}, ${day(usage.from)} to ${day(usage.to)}`,
+      ),
+      svg(
+        "desc",
+        { id: "usage-chart-desc" },
+        `${format(usage.credits)} credits on ${usage.buckets.length} ${usage.granularity}(s) with activity, ` +
+          "stacked by site. " +
+          "The chart's figures below have them as a table.",
+      ),
+    );
+    for (let credits = bottom; credits <= top; credits += step) {
+      chart.append(
+        svg("line", {
+          class: credits === 0 ? "axis" : "gridline",
+          x1: CHART.left,
+          x2: CHART.width - CHART.right,
+          y1: y(credits),
+          y2: y(credits),
+        }),
+        svg(
+          "text",
+          { class: "tick", x: CHART.left - 6, y: y(credits), "text-anchor": "end", "dominant-baseline": "middle" },
+          format(credits),
+        ),
+      );
+    }
+    const every = Math.ceil(periods.length / MAX_AXIS_LABELS);
+    periods.forEach((period, index) => {
+      if (index % every !== 0) return;
+      const center = x(period) + barWidth / 2;
+      const label = periodLabel(period, usage.granularity);
+      chart.append(svg("text", { class: "tick", x: center, y: CHART.height - 8, "text-anchor": "middle" }, label));
+    });
+    for (const { bucket, segments } of stacks) {
+      const period = periodOf(bucket.start, usage.granularity);
+      const bar = svg("g", { class: "bar", "data-period": period });
+      const summary = `${format(bucket.credits)} credits in ${format(bucket.requests)} requests`;
+      bar.append(svg("title", {}, `${period}: ${summary} (${bySite(bucket, sites)})`));
+      for (const segment of segments) {
+        bar.append(
+          svg("rect", {
+            class: `segment series-${sites.indexOf(segment.site) % SERIES_COLOURS}`,
+            "data-site": segment.site,
+            x: x(period),
+            y: y(segment.high),
+            width: barWidth,
+            height: Math.max(y(segment.low) - y(segment.high), 0.5),
+          }),
+        );
+      }
+      chart.append(bar);
+    }
+    return chart;
+  }
+
+  function cell(text, className = "") {
+    return Object.assign(document.createElement("td"), { className, textContent: text });
+  }
+
+  function rowHeader(text) {
+    return Object.assign(document.createElement("th"), { scope: "row", textContent: text });
+  }
+
+  /** The chart's figures as a table, behind a disclosure (what a screen reader reads instead). */
+  function usageTable(usage, sites) {
+    const details = document.createElement("details");
+    details.append(Object.assign(document.createElement("summary"), { textContent: "The chart's figures" }));
+    const table = Object.assign(document.createElement("table"), { className: "sites" });
+    const head = document.createElement("tr");
+    for (const [text, className] of [["Period", ""], ["Credits", "num"], ["Requests", "num"], ["By site", ""]]) {
+      head.append(Object.assign(document.createElement("th"), { scope: "col", className, textContent: text }));
+    }
+    table.createTHead().append(head);
+    table.createTBody().append(
+      ...usage.buckets.map((bucket) => {
+        const row = document.createElement("tr");
+        row.append(
+          rowHeader(periodOf(bucket.start, usage.granularity)),
+          cell(format(bucket.credits), "num"),
+          cell(format(bucket.requests), "num"),
+          cell(bySite(bucket, sites)),
+        );
+        return row;
+      }),
+    );
+    const wrap = Object.assign(document.createElement("div"), { className: "table-wrap" });
+    wrap.append(table);
+    details.append(wrap);
+    return details;
+  }
+
+  /** [name, credits] pairs of `credits` ({name: credits}), most credits first, then by name. */
+  function mostFirst(credits) {
+    return Object.entries(credits).sort(([nameA, a], [nameB, b]) => b - a || nameA.localeCompare(nameB));
+  }
+
+  /** "rewrite 40 · summarize 5": the features by credits, most first. */
+  function featureList(features) {
+    return mostFirst(features)
+      .map(([feature, credits]) => `${feature} ${format(credits)}`)
+      .join(" · ");
+  }
+
+  function renderUsage(usage) {
+    const sites = chartSites(usage);
+    $("usage-summary").textContent =
+      `${format(usage.credits)} credits in ${format(usage.requests)} requests from ${day(usage.from)} to ` +
+      `${day(usage.to)}, per ${usage.granularity} and by site.`;
+    const active = usage.buckets.length > 0;
+    const none = Object.assign(document.createElement("p"), {
+      className: "muted",
+      textContent: "No AI Credits used in this period.",
+    });
+    $("usage-chart").replaceChildren(active ? usageChart(usage, sites) : none);
+    $("usage-figures").replaceChildren(...(active ? [usageTable(usage, sites)] : []));
+    $("usage-legend").replaceChildren(
+      ...(active ? sites : []).map((site, index) => {
+        const item = document.createElement("li");
+        const swatch = Object.assign(document.createElement("span"), {
+          className: `swatch series-${index % SERIES_COLOURS}`,
+        });
+        swatch.setAttribute("aria-hidden", "true");
+        item.append(swatch, site);
+        return item;
+      }),
+    );
+    $("usage-sites").hidden = usage.sites.length === 0;
+    $("usage-sites-body").replaceChildren(
+      ...usage.sites.map((site) => {
+        const row = document.createElement("tr");
+        row.dataset.site = site.site;
+        row.append(
+          rowHeader(site.site),
+          cell(format(site.credits), "num"),
+          cell(format(site.requests), "num"),
+          cell(featureList(site.features)),
+        );
+        return row;
+      }),
+    );
+  }
+
+  async function loadUsage() {
+    const granularity = document.querySelector('input[name="granularity"]:checked').value;
+    const { data } = await portal("GET", licensePath(`usage?granularity=${granularity}`));
+    renderUsage(data);
+  }
+
+  // -- Statement (portal): the ledger, newest first, a page at a time; the whole of it as CSV --------
+
+  const STATEMENT_PAGE = 10;
+  const ENTRY_TYPES = {
+    term: "Term credits",
+    grant: "Grant",
+    carry_over: "Carried over",
+    consume: "Spent",
+    refund: "Refund",
+    expiry: "Expired",
+  };
+  const signed = new Intl.NumberFormat("en-US", { signDisplay: "exceptZero" });
+
+  function entryDetails(entry) {
+    const details = [
+      entry.feature,
+      entry.request_id && `request ${entry.request_id}`,
+      entry.grant_id && `grant ${entry.grant_id}`,
+    ];
+    return details.filter(Boolean).join(" · ") || `term from ${day(entry.term_start)}`;
+  }
+
+  function statementRow(entry) {
+    const row = document.createElement("tr");
+    row.dataset.type = entry.type;
+    const site = entry.subsite ? `${entry.site} › ${entry.subsite}` : entry.site || "–";
+    row.append(
+      rowHeader(entry.at.replace("T", " ").replace(/(\.\d+)?Z$/, "")),
+      cell(ENTRY_TYPES[entry.type] || entry.type),
+      cell(site),
+      cell(entryDetails(entry)),
+      cell(signed.format(entry.credits), entry.credits < 0 ? "num debit" : "num"),
+    );
+    return row;
+  }
+
+  /** The first page of the statement, or (`more`) the page after the rows shown. */
+  async function loadStatement(more = false) {
+    const query = new URLSearchParams({ limit: String(STATEMENT_PAGE) });
+    if (more) query.set("cursor", state.statementCursor);
+    const { data } = await portal("GET", licensePath(`ledger?${query}`));
+    const rows = data.entries.map(statementRow);
+    if (more) $("statement-body").append(...rows);
+    else $("statement-body").replaceChildren(...rows);
+    state.statementCursor = data.next_cursor;
+    $("statement-more").hidden = !data.next_cursor;
+    const shown = $("statement-body").rows.length;
+    $("statement-count").textContent = shown
+      ? `${format(shown)} entries, newest first${data.next_cursor ? "; older ones under Load more" : ""}.`
+      : "No entries yet.";
+  }
+
+  async function loadMoreStatement() {
+    const button = $("statement-more");
+    button.disabled = true;
+    try {
+      await loadStatement(true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  /** The whole statement as CSV (Accept: text/csv), offered as a download of the browser's. */
+  async function downloadStatement() {
+    const button = $("statement-csv");
+    button.disabled = true;
+    try {
+      const { text } = await portal("GET", licensePath("ledger"), { accept: "text/csv" });
+      const url = URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" }));
+      const link = Object.assign(document.createElement("a"), {
+        href: url,
+        download: `statement-${state.demo.license_id}.csv`,
+        hidden: true,
+      });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000); // after the browser has started the download
     } finally {
       button.disabled = false;
     }
@@ -361,7 +753,8 @@
     $("site-allocated").textContent = format(body && body.site.allocated);
     $("site-used").textContent = format(body && body.site.used);
     $("site-held").textContent = format(body && body.site.held);
-    $("site-needs-allocation").hidden = !(body && body.needs_allocation);
+    const alerts = body ? body.alerts.map((alert) => ({ alert, remaining: body.site.remaining })) : [];
+    renderAlerts($("plugin-alerts"), alerts);
   }
 
   /** The refresh icon: GET /v1/balance with the site's activation token (and its last ETag). */
@@ -391,6 +784,37 @@
     }
   }
 
+  function renderSiteUsage(usage) {
+    const spent = `${format(usage.credits)} credits in ${format(usage.requests)} requests`;
+    $("site-usage-summary").textContent = `${usage.site}: ${spent} since ${day(usage.term_start)}.`;
+    const features = mostFirst(usage.features);
+    $("site-features").hidden = features.length === 0;
+    $("site-features-body").replaceChildren(
+      ...features.map(([feature, credits]) => {
+        const row = document.createElement("tr");
+        row.dataset.feature = feature;
+        row.append(rowHeader(feature), cell(format(credits), "num"));
+        return row;
+      }),
+    );
+    const subsites = mostFirst(usage.subsites || {});
+    $("site-subsites").hidden = subsites.length === 0;
+    $("site-subsites-body").replaceChildren(
+      ...subsites.map(([subsite, credits]) => {
+        const row = document.createElement("tr");
+        row.append(rowHeader(subsite), cell(format(credits), "num"));
+        return row;
+      }),
+    );
+  }
+
+  /** The site's usage this term (GET /v1/usage): derived from the table's stream, seconds behind. */
+  async function loadSiteUsage() {
+    const site = $("site-picker").value;
+    const { data } = await plugin(site, "GET", "/v1/usage");
+    if (site === $("site-picker").value) renderSiteUsage(data);
+  }
+
   function requestId() {
     const bytes = crypto.getRandomValues(new Uint8Array(12));
     return `console-${[...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("")}`;
@@ -416,7 +840,8 @@
     button.disabled = true;
     try {
       // A fresh request_id per click: the API charges each id exactly once.
-      const body = { amount, request_id: requestId(), feature: "demo-console" };
+      const body = { amount, request_id: requestId() };
+      if ($("consume-feature").value) body.feature = $("consume-feature").value;
       const { data } = await plugin(site, "POST", "/v1/consume", { body });
       showStatus(status, `Spent ${format(data.consumed)} credits on ${site}: ${format(data.remaining)} remaining.`);
       await refreshBalance();
@@ -440,22 +865,42 @@
     }
   }
 
+  /** Manage AI Credits' three parts, each with its own error region. */
+  function reloadPortal() {
+    hide($("portal-status"), $("portal-error"), $("usage-error"), $("statement-error"));
+    return Promise.all([
+      guarded($("portal-error"), loadCredits),
+      guarded($("usage-error"), loadUsage),
+      guarded($("statement-error"), () => loadStatement()),
+    ]);
+  }
+
+  /** The refresh icon of Manage Plan: the site's balance and its usage. */
+  function refreshPlugin() {
+    hide($("plugin-status"), $("plugin-error"), $("site-usage-error"));
+    return Promise.all([guarded($("plugin-error"), refreshBalance), guarded($("site-usage-error"), loadSiteUsage)]);
+  }
+
   async function start() {
     $("allocation-form").addEventListener("submit", apply);
     $("consume-form").addEventListener("submit", spend);
-    $("portal-reload").addEventListener("click", () => {
-      hide($("portal-status"), $("portal-error"));
-      guarded($("portal-error"), loadCredits);
+    $("portal-reload").addEventListener("click", reloadPortal);
+    for (const choice of document.querySelectorAll('input[name="granularity"]')) {
+      choice.addEventListener("change", () => {
+        hide($("usage-error"));
+        guarded($("usage-error"), loadUsage);
+      });
+    }
+    $("statement-more").addEventListener("click", () => guarded($("statement-error"), loadMoreStatement));
+    $("statement-csv").addEventListener("click", () => {
+      hide($("statement-error"));
+      guarded($("statement-error"), downloadStatement);
     });
-    $("refresh").addEventListener("click", () => {
-      hide($("plugin-status"), $("plugin-error"));
-      guarded($("plugin-error"), refreshBalance);
-    });
+    $("refresh").addEventListener("click", refreshPlugin);
     $("site-picker").addEventListener("change", () => {
-      hide($("plugin-status"), $("plugin-error"));
       const known = state.balances.get($("site-picker").value);
       renderBalance($("site-picker").value, known ? known.body : null);
-      guarded($("plugin-error"), refreshBalance);
+      refreshPlugin();
     });
     try {
       await loadDemo();
@@ -468,7 +913,7 @@
       for (const section of [$("portal"), $("plugin")]) section.setAttribute("aria-busy", "false");
       return;
     }
-    await Promise.all([guarded($("portal-error"), loadCredits), guarded($("plugin-error"), refreshBalance)]);
+    await Promise.all([reloadPortal(), refreshPlugin()]);
     document.body.dataset.ready = "true";
   }
 
