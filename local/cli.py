@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     connection = _connection_options()
     parser = argparse.ArgumentParser(
         prog="ai-credits",
-        description="Operate AI Credits licenses: provision, show, renew, audit. The same use cases "
-        "and conditional writes as the Lambda functions, on the same table.",
+        description="Operate AI Credits licenses: provision, show, renew, audit; read their usage and "
+        "statement. The same use cases and conditional writes as the Lambda functions, on the same table.",
         epilog="Exit status: 0 done, 1 refused or failed (or drift found), 2 bad usage. "
         "'ai-credits COMMAND --help' describes each command.",
     )
