@@ -642,10 +642,12 @@
     );
   }
 
+  const chosenGranularity = () => document.querySelector('input[name="granularity"]:checked').value;
+
   async function loadUsage() {
-    const granularity = document.querySelector('input[name="granularity"]:checked').value;
+    const granularity = chosenGranularity();
     const { data } = await portal("GET", licensePath(`usage?granularity=${granularity}`));
-    renderUsage(data);
+    if (granularity === chosenGranularity()) renderUsage(data); // not an answer overtaken by a later choice
   }
 
   // -- Statement (portal): the ledger, newest first, a page at a time; the whole of it as CSV --------
