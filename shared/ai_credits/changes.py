@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ai_credits.clock import format_timestamp
+from ai_credits.store import OTHER_FEATURE, from_item
 
 # Newest first, entries of one instant read: the new term's carry-over, its credits, then what
 # expired of the term before (the order in which a renewal happens, reversed).
@@ -154,8 +155,6 @@ class Derived:
 
 def decode(record: Mapping[str, Any]) -> Change:
     """A Lambda DynamoDB Streams record as a :class:`Change`."""
-    from ai_credits.store import from_item
-
     dynamodb = record["dynamodb"]
     new, old = dynamodb.get("NewImage"), dynamodb.get("OldImage")
     created = datetime.fromtimestamp(float(dynamodb.get("ApproximateCreationDateTime", 0)), UTC)
@@ -231,7 +230,7 @@ def _from_site(change: Change, derived: Derived) -> None:
                     rev=rev,
                     credits=credits,
                     requests=1 if credits > 0 else 0,
-                    feature=new.get("charged_feature") or "other",
+                    feature=new.get("charged_feature") or OTHER_FEATURE,
                     subsite=new.get("charged_subsite") or None,
                 )
             )

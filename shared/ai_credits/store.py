@@ -11,6 +11,9 @@ One table (``template.yaml``, resource ``CreditsTable``), keys ``pk``/``sk``:
 | expiry        | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>``                   |
 | expiry_sites  | ``LEDGER#<license_id>``  | ``EXPIRY#<term_start>#<first site>``      |
 
+The items the stream processor derives from these (usage rollups, statement entries, sent events)
+are ``derived.py``'s: the only other module that knows DynamoDB.
+
 Indexes, all on the license item: gsi1 ``ACCOUNT#<account_id>`` / ``LICENSE#<license_id>``
 (an account's licenses); gsi2 ``KEY#<key_hash>`` (activation by key, projection ALL); gsi3
 ``TERM_END#<shard>`` / ``<term_end>#<license_id>`` (renewal; sparse: unpaid licenses leave it).
