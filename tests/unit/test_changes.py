@@ -311,3 +311,8 @@ def test_entries_of_one_instant_sort_newest_first_as_a_renewal_happens():
     ]
     newest_first = sorted(entries, key=lambda entry: entry.sort_key, reverse=True)
     assert [entry.type for entry in newest_first] == ["carry_over", "term", "expiry"]
+
+
+def test_an_import_that_needs_an_allocation_announces_it_at_once():
+    (event,) = derive(license_item(needs_allocation=True)).events
+    assert (event.detail_type, event.detail) == ("Allocation Needed", {"term_start": T0, "credits_total": 1000})
