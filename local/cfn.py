@@ -37,6 +37,7 @@ __all__ = [
     "LayerSpec",
     "RouteSpec",
     "ScheduleSpec",
+    "StreamSpec",
     "TableSchemaMismatch",
     "TemplateError",
     "ensure_table",
@@ -277,14 +278,16 @@ def ensure_table(
     timeout: float = 60.0,
 ) -> None:
     """Create the template's table as ``table_name`` unless it exists; wait for ACTIVE; add the
-    global secondary indexes the template has gained since; enable TTL.
+    global secondary indexes and the stream the template has gained since; enable TTL.
 
     Idempotent and safe when several processes run it at once: creation is attempted and a
     ``ResourceInUseException`` (the table exists or is being created) is the normal "someone else
     did it" case. An existing table (``make run`` keeps its data in ``.local/``) that lacks some of
     the template's GSIs gets them with ``UpdateTable``, one at a time as DynamoDB requires,
-    backfilled from its items. An existing table whose keys or indexes *differ* from the template
-    raises :class:`TableSchemaMismatch`, since every query against it would fail in confusing ways.
+    backfilled from its items, and the template's stream when it has none (its stream then starts
+    with the next write: what was written before is not in it). An existing table whose keys,
+    indexes or stream view type *differ* from the template raises :class:`TableSchemaMismatch`,
+    since every query against it (or every reader of its stream) would fail in confusing ways.
     """
     from botocore.exceptions import ClientError  # imported here: cfn stays usable without boto3
 
@@ -298,6 +301,7 @@ def ensure_table(
     _check_schema(description, kwargs, missing_indexes_ok=True)
     description = _add_missing_indexes(client, description, kwargs, timeout)
     _check_schema(description, kwargs)
+    _enable_stream(client, description, kwargs, timeout)
     ttl_attribute = table_ttl_attribute(template)
     if ttl_attribute is not None:
         _enable_ttl(client, table_name, ttl_attribute)
@@ -397,6 +401,42 @@ def _check_schema(
         )
 
 
+def _enable_stream(
+    client: DynamoDBClient, description: Mapping[str, Any], expected: Mapping[str, Any], timeout: float
+) -> None:
+    """Turn on the expected stream of a table created before the template had one (UpdateTable).
+
+    A table whose stream has another view type raises :class:`TableSchemaMismatch`: its readers
+    would get other images than the template's functions expect.
+    """
+    from botocore.exceptions import ClientError
+
+    wanted = expected.get("StreamSpecification")
+    if wanted is None:
+        return
+    table_name = description["TableName"]
+
+    def view_type(table: Mapping[str, Any]) -> str | None:
+        stream = table.get("StreamSpecification") or {}
+        return stream.get("StreamViewType") if stream.get("StreamEnabled") else None
+
+    current = view_type(description)
+    if current is None:
+        try:
+            client.update_table(TableName=table_name, StreamSpecification=wanted)
+        except ClientError as exc:
+            # "Table already has an enabled stream": another process enabled it meanwhile; the
+            # table's state decides, after the wait below.
+            if _error_code(exc) not in ("ValidationException", "ResourceInUseException"):
+                raise
+        current = view_type(_wait_active(client, table_name, timeout))
+    if current != wanted["StreamViewType"]:
+        raise TableSchemaMismatch(
+            f"table {table_name} has a stream of {current}, template.yaml says {wanted['StreamViewType']}. "
+            "Delete it (locally: `make clean` or remove .local/dynamodb-data/) and start again."
+        )
+
+
 def _enable_ttl(client: DynamoDBClient, table_name: str, attribute: str) -> None:
     from botocore.exceptions import ClientError
 
@@ -457,6 +497,24 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class StreamSpec:
+    """A ``DynamoDB`` event of a function: the template's table's stream, handed to the function in
+    batches by an event source mapping with these settings (Lambda's defaults when the template
+    gives none), from the oldest record the stream has (``StartingPosition: TRIM_HORIZON``, the
+    only one reproduced). ``make run`` reads the stream the same way (:mod:`local.streams`)."""
+
+    name: str
+    batch_size: int = 100
+    #: Retries of a failing batch before it goes to the on-failure destination; -1: until the
+    #: records expire.
+    maximum_retry_attempts: int = -1
+    bisect_batch_on_function_error: bool = False
+    #: ``FunctionResponseTypes: [ReportBatchItemFailures]``: the function's ``batchItemFailures``
+    #: count (without it, only an error fails a batch).
+    report_batch_item_failures: bool = False
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """A layer defined in this template (layers given by ARN cannot be reproduced and are skipped)."""
 
@@ -475,6 +533,7 @@ class FunctionSpec:
     environment: dict[str, str]
     routes: list[RouteSpec]
     schedules: list[ScheduleSpec] = field(default_factory=list)
+    streams: list[StreamSpec] = field(default_factory=list)
     memory_size: int = 128
     timeout: int = 3
     layers: list[LayerSpec] = field(default_factory=list)
@@ -490,6 +549,9 @@ _PSEUDO_PARAMETERS = {
     "AWS::NoValue": None,
 }
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+#: Resources whose ``!Ref`` is the name the template gives them (a function's ``EVENT_BUS_NAME``
+#: is the bus's ``Name``, resolved like any value: ``ai-credits-local`` for ``${AWS::StackName}``).
+_NAMED_BY = {"AWS::Events::EventBus": "Name"}
 
 
 class _Resolver:
@@ -521,7 +583,11 @@ class _Resolver:
             if "Default" not in parameters[name]:
                 raise TemplateError(f"parameter {name} has no Default; pass it in parameter_overrides")
             return parameters[name]["Default"]
-        if name in _resources(self._template):
+        resource = _resources(self._template).get(name)
+        if resource is not None:
+            named = _NAMED_BY.get(resource.get("Type", ""))
+            if named is not None and named in (resource.get("Properties") or {}):
+                return self.resolve(resource["Properties"][named])
             return name  # Locally, a resource's physical id is its logical id.
         raise TemplateError(f"!Ref {name}: no such parameter or resource")
 
@@ -619,11 +685,43 @@ def _auth_kind(authorizer: Any, api_auth: Mapping[str, Any], where: str) -> Auth
     return "jwt"
 
 
-def _routes_and_schedules(
+#: The settings of a ``DynamoDB`` event that the local reader follows (MaximumBatchingWindowInSeconds,
+#: ParallelizationFactor, MaximumRecordAgeInSeconds and the on-failure destination are AWS's alone).
+_STREAM_SETTINGS = (
+    "BatchSize",
+    "StartingPosition",
+    "MaximumRetryAttempts",
+    "BisectBatchOnFunctionError",
+    "FunctionResponseTypes",
+)
+
+
+def _stream(template: Mapping[str, Any], name: str, props: Mapping[str, Any], where: str) -> StreamSpec:
+    """A ``DynamoDB`` event's settings; its stream must be the template's table's, the only one
+    the local tools have."""
+    table_stream = {"Fn::GetAtt": [table_logical_id(template), "StreamArn"]}
+    if props.get("Stream") != table_stream:
+        raise TemplateError(f"{where}: Stream must be !GetAtt {table_logical_id(template)}.StreamArn")
+    if "FilterCriteria" in props:
+        raise TemplateError(f"{where}: FilterCriteria is not reproduced by the local tools")
+    _reject_intrinsics({key: props[key] for key in _STREAM_SETTINGS if key in props}, where)
+    if props.get("StartingPosition") != "TRIM_HORIZON":
+        raise TemplateError(f"{where}: the local tools read a stream from StartingPosition TRIM_HORIZON only")
+    return StreamSpec(
+        name=name,
+        batch_size=int(props.get("BatchSize", 100)),
+        maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
+        bisect_batch_on_function_error=_truthy(props.get("BisectBatchOnFunctionError", False)),
+        report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+    )
+
+
+def _function_events(
     template: Mapping[str, Any], logical_id: str, events: Mapping[str, Any], resolver: _Resolver
-) -> tuple[list[RouteSpec], list[ScheduleSpec]]:
+) -> tuple[list[RouteSpec], list[ScheduleSpec], list[StreamSpec]]:
     routes: list[RouteSpec] = []
     schedules: list[ScheduleSpec] = []
+    streams: list[StreamSpec] = []
     for event_name, event in events.items():
         where = f"{logical_id}.Events.{event_name}"
         event_props = event.get("Properties") or {}
@@ -646,7 +744,9 @@ def _routes_and_schedules(
                     input=None if schedule_input is None else str(resolver.resolve(schedule_input)),
                 )
             )
-    return routes, schedules
+        elif event.get("Type") == "DynamoDB":
+            streams.append(_stream(template, event_name, event_props, where))
+    return routes, schedules, streams
 
 
 def _layers(template: Mapping[str, Any], entries: list[Any]) -> list[LayerSpec]:
@@ -697,7 +797,8 @@ def functions(
             resolved = resolver.resolve(value)
             if resolved is not None:  # !Ref AWS::NoValue removes the variable
                 environment[name] = _as_env_value(name, resolved)
-        routes, schedules = _routes_and_schedules(template, logical_id, props.get("Events") or {}, resolver)
+        events = props.get("Events") or {}
+        routes, schedules, streams = _function_events(template, logical_id, events, resolver)
         specs.append(
             FunctionSpec(
                 logical_id=logical_id,
@@ -706,6 +807,7 @@ def functions(
                 environment=environment,
                 routes=routes,
                 schedules=schedules,
+                streams=streams,
                 memory_size=int(resolver.resolve(props.get("MemorySize", 128))),
                 timeout=int(resolver.resolve(props.get("Timeout", 3))),
                 layers=_layers(template, props["Layers"]),

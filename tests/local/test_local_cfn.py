@@ -14,6 +14,7 @@ from local.cfn import (
     CfnLoader,
     RouteSpec,
     ScheduleSpec,
+    StreamSpec,
     TemplateError,
     functions,
     load_template,
@@ -217,6 +218,97 @@ def test_table_kwargs_and_ttl(app: dict[str, Any]) -> None:
     app["Resources"]["Other"] = {"Type": "AWS::DynamoDB::Table"}
     with pytest.raises(TemplateError, match="exactly one"):
         table_create_kwargs(app, "t")
+
+
+STREAM_APP = """\
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+      StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}
+  Bus:
+    Type: AWS::Events::EventBus
+    Properties: {Name: !Sub "${AWS::StackName}-bus"}
+  Queue:
+    Type: AWS::SQS::Queue
+  Reader:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: reader/
+      Handler: app.lambda_handler
+      Environment:
+        Variables:
+          EVENT_BUS_NAME: !Ref Bus
+          QUEUE: !Ref Queue
+      Events:
+        Changes:
+          Type: DynamoDB
+          Properties:
+            Stream: !GetAtt Table.StreamArn
+            StartingPosition: TRIM_HORIZON
+            BatchSize: 25
+            MaximumRetryAttempts: 3
+            BisectBatchOnFunctionError: true
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            DestinationConfig: {OnFailure: {Type: SQS, Destination: !GetAtt Queue.Arn}}
+        Defaults:
+          Type: DynamoDB
+          Properties: {Stream: !GetAtt Table.StreamArn, StartingPosition: TRIM_HORIZON}
+"""
+
+
+@pytest.fixture
+def stream_app(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "template.yaml").write_text(STREAM_APP)
+    return load_template(tmp_path / "template.yaml")
+
+
+def test_a_dynamodb_event_is_read_locally_with_its_settings_or_lambdas_defaults(
+    stream_app: dict[str, Any],
+) -> None:
+    (spec,) = functions(stream_app, table_name="t")
+
+    assert spec.streams == [
+        StreamSpec(
+            "Changes",
+            batch_size=25,
+            maximum_retry_attempts=3,
+            bisect_batch_on_function_error=True,
+            report_batch_item_failures=True,
+        ),
+        StreamSpec("Defaults", batch_size=100, maximum_retry_attempts=-1),
+    ]
+    assert table_create_kwargs(stream_app, "t")["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+
+
+def test_a_bus_is_named_by_its_name_other_resources_by_their_logical_id(stream_app: dict[str, Any]) -> None:
+    (spec,) = functions(stream_app, table_name="t")
+
+    assert spec.environment["EVENT_BUS_NAME"] == "ai-credits-local-bus"
+    assert spec.environment["QUEUE"] == "Queue"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Stream": "arn:aws:dynamodb:us-east-1:123456789012:table/x/stream/y"}, "Stream must be"),
+        ({"StartingPosition": "LATEST"}, "TRIM_HORIZON only"),
+        ({"FilterCriteria": {"Filters": []}}, "FilterCriteria"),
+        ({"BatchSize": {"Ref": "Size"}}, "intrinsic"),
+    ],
+)
+def test_what_the_local_reader_cannot_reproduce_is_refused(
+    stream_app: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    stream_app["Resources"]["Reader"]["Properties"]["Events"]["Changes"]["Properties"].update(change)
+
+    with pytest.raises(TemplateError, match=message):
+        functions(stream_app, table_name="t")
 
 
 # --------------------------------------------------------------------------------------------------
