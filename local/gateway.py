@@ -19,15 +19,18 @@ Differences from AWS, on purpose:
 Besides the template's routes it serves, locally only: Swagger UI at ``/docs``, and a demo console
 at ``/`` (the help article's *Manage AI Credits* and *Manage Plan* screens, static files of
 ``local/console/``) with the credentials of a demo license at ``/local/demo`` (see
-:class:`ConsoleDemo`; ``make run`` provisions the demo).
+:class:`ConsoleDemo`; ``make run`` provisions the demo). It is the functions' EventBridge too: their
+``AWS_ENDPOINT_URL_EVENTBRIDGE`` names this server (unless set already), which answers ``PutEvents``
+(``POST /`` with ``X-Amz-Target: AWSEvents.PutEvents``) and lists the events at ``/local/events``
+(``?detail_type=`` filters; :mod:`local.eventbridge`).
 
 It listens on a loopback address only (:func:`build_gateway` refuses any other). Against DNS
 rebinding, the routes it serves besides the template's (``/local/...``, the Lambda Invoke API,
-``/``, ``/docs``, ``/openapi.json``) answer ``403`` ``forbidden`` to a request whose ``Host`` is not
-a loopback name (:func:`local.loopback.is_loopback_host`). The template's routes do not look at
-``Host``, as in AWS: they carry their own credentials, and curl, the plugin or a proxy may name the
-server as they like. (Their local credentials have well-known defaults: set ``LOCAL_JWT_SECRET``
-and ``LOCAL_ADMIN_TOKEN`` when the local data matters.)
+``/`` (EventBridge's ``POST /`` too), ``/docs``, ``/openapi.json``) answer ``403`` ``forbidden`` to a
+request whose ``Host`` is not a loopback name (:func:`local.loopback.is_loopback_host`). The
+template's routes do not look at ``Host``, as in AWS: they carry their own credentials, and curl,
+the plugin or a proxy may name the server as they like. (Their local credentials have well-known
+defaults: set ``LOCAL_JWT_SECRET`` and ``LOCAL_ADMIN_TOKEN`` when the local data matters.)
 
 Everything is logged to stderr through the ``local.gateway`` logger: one access line per request
 (method, path without query string, status, duration) and handler tracebacks; never headers or
@@ -65,6 +68,7 @@ import jwt
 
 from local import REPO_ROOT
 from local.cfn import DEFAULT_LOCAL_TABLE, LOCAL_ACCOUNT_ID, FunctionSpec, RouteSpec, functions
+from local.eventbridge import EVENTS_ENDPOINT_ENV, PUT_EVENTS_TARGET, EventBridgeError, LocalEventBus
 from local.loopback import is_loopback_address, is_loopback_host
 from local.tokens import (
     ADMIN_TOKEN_ENV,
@@ -82,6 +86,7 @@ from local.tokens import (
 __all__ = [
     "CONSOLE_DIR",
     "DEMO_PATH",
+    "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "ConsoleDemo",
     "DemoSite",
@@ -733,6 +738,12 @@ class GatewayServer(ThreadingHTTPServer):
         self.table_name = table_name
         #: The demo license the console at ``/`` shows (registered with ``PUT /local/demo``).
         self.console_demo: ConsoleDemo | None = None
+        #: The events the functions put (``PutEvents``), listed at ``/local/events``.
+        self.event_bus = LocalEventBus()
+        self._environments: ProcessPoolExecutor | None = None
+        # Bound first: the functions' EventBridge endpoint is this server's address.
+        super().__init__(address, _RequestHandler)
+        environ = {EVENTS_ENDPOINT_ENV: self.base_url, **os.environ}
         # Lambda runs one invocation at a time per execution environment, each its own process,
         # and Powertools keeps per-invocation state in module globals (the resolver's
         # current_event, the metric set, the logger's keys). So do we: `concurrency` worker
@@ -743,15 +754,15 @@ class GatewayServer(ThreadingHTTPServer):
             max_workers=concurrency,
             mp_context=get_context("spawn"),  # never fork a process that runs threads
             initializer=_start_environment,
-            initargs=([function.spec for function in loaded.values()], base_dir, dict(os.environ)),
+            initargs=([function.spec for function in loaded.values()], base_dir, environ),
         )
         warm: list[Future[int]] = [self._environments.submit(_warm, index) for index in range(concurrency)]
         self._warming = warm
-        super().__init__(address, _RequestHandler)
 
     def server_close(self) -> None:
         super().server_close()
-        self._environments.shutdown(wait=False, cancel_futures=True)
+        if self._environments is not None:  # None when binding the address failed
+            self._environments.shutdown(wait=False, cancel_futures=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would call socket.getfqdn(), i.e. a DNS lookup: not needed here.
@@ -793,6 +804,7 @@ class GatewayServer(ThreadingHTTPServer):
             if found is None:
                 raise KeyError(f"no function {function!r}")
             function = found
+        assert self._environments is not None, "the server is not bound"
         outcome, payload = self._environments.submit(
             _invoke_in_environment, function.name, event, request_id or str(uuid.uuid4())
         ).result()
@@ -851,6 +863,10 @@ _DOCS: dict[str, tuple[str, Callable[[], bytes]]] = {
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 #: The demo's credentials for the console; a local path, never a route of template.yaml.
 DEMO_PATH = "/local/demo"
+#: The events the functions put on EventBridge (local only).
+EVENTS_PATH = "/local/events"
+#: EventBridge's JSON protocol (requests and answers).
+_AMZ_JSON = "application/x-amz-json-1.1"
 #: Path -> (file of CONSOLE_DIR, content type). A fixed list: nothing else of the folder is served.
 _CONSOLE_FILES: dict[str, tuple[str, str]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -1118,6 +1134,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if raw_path == DEMO_PATH and self.server.match(self.command, raw_path) is None:
             self._console_demo(body)
             return
+        if raw_path == EVENTS_PATH and self.server.match(self.command, raw_path) is None:
+            self._local_events(raw_query)
+            return
+        target = self.headers.get("X-Amz-Target")
+        if (
+            self.command == "POST"
+            and raw_path == "/"
+            and target is not None
+            and self.server.match("POST", raw_path) is None
+        ):
+            self._eventbridge(target, body, request_id)
+            return
         if (
             self.command in ("GET", "HEAD")
             and raw_path in _CONSOLE_FILES
@@ -1175,7 +1203,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _local_only(self, raw_path: str) -> bool:
         """Whether ``raw_path`` is a route of this gateway rather than of the template: ``/local/...``
-        (whatever follows), the Lambda Invoke API, the console page and the docs."""
+        (whatever follows), the Lambda Invoke API, the console page (``/``, which EventBridge's
+        ``POST /`` shares) and the docs."""
         if any(path == "/local" or path.startswith("/local/") for path in (raw_path, unquote(raw_path))):
             return True
         if _INVOKE_PATH.match(raw_path):
@@ -1216,6 +1245,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         self.server.console_demo = demo
         self._send(204, [], b"")
+
+    def _local_events(self, raw_query: str) -> None:
+        """``GET /local/events[?detail_type=...]``: the events the functions put, oldest first.
+        For a loopback ``Host`` only (checked by ``_dispatch``)."""
+        if self.command not in ("GET", "HEAD"):
+            detail = f"{EVENTS_PATH} takes GET (the events the functions put, oldest first)."
+            self._problem(405, detail, "method_not_allowed", headers=[("Allow", "GET, HEAD")])
+            return
+        detail_type = dict(parse_qsl(raw_query)).get("detail_type")
+        document = json.dumps({"events": self.server.event_bus.events(detail_type)}).encode("utf-8")
+        self._send(200, [("Cache-Control", "no-store")], document, content_type="application/json")
+
+    def _eventbridge(self, target: str, body: bytes, request_id: str) -> None:
+        """EventBridge's JSON 1.1 API at ``POST /``: ``PutEvents`` only (SigV4 is not checked).
+        For a loopback ``Host`` only (checked by ``_dispatch``)."""
+        headers = [("x-amzn-RequestId", request_id)]
+        try:
+            if target != PUT_EVENTS_TARGET:
+                raise EventBridgeError("UnknownOperationException", f"{target} is not served locally.")
+            try:
+                request = json.loads(body)
+            except ValueError as exc:  # includes UnicodeDecodeError
+                raise EventBridgeError("SerializationException", "The body is not JSON.") from exc
+            answer = self.server.event_bus.put_events(request)
+        except EventBridgeError as exc:
+            self._send(400, headers, json.dumps(exc.to_json()).encode("utf-8"), content_type=_AMZ_JSON)
+            return
+        self._send(200, headers, json.dumps(answer).encode("utf-8"), content_type=_AMZ_JSON)
 
     def _authorize(self, route: RouteSpec) -> dict[str, Any] | None:
         authorization = self.headers.get("Authorization")
@@ -1353,7 +1410,17 @@ def describe(server: GatewayServer) -> str:
     ]
     for function in server.functions.values():
         schedules = ", ".join(f"{s.name}: {s.expression}" for s in function.spec.schedules)
-        lines.append(f"  {function.name}" + (f"  (scheduled in AWS: {schedules})" if schedules else ""))
+        streams = ", ".join(f"{s.name}: batches of {s.batch_size}" for s in function.spec.streams)
+        lines.append(
+            f"  {function.name}"
+            + (f"  (scheduled in AWS: {schedules})" if schedules else "")
+            + (f"  (reads the table's stream: {streams})" if streams else "")
+        )
+    lines += [
+        "",
+        f"EventBridge: PutEvents at POST {base}/ (the functions' ${EVENTS_ENDPOINT_ENV}),"
+        f" the events at {base}{EVENTS_PATH}",
+    ]
     endpoint = (
         os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
         or "AWS's default endpoint (AWS_ENDPOINT_URL_DYNAMODB unset!)"
