@@ -14,6 +14,12 @@ Environment (all optional):
 - ``LOCAL_DEMO`` (1): ``0`` skips the demo license of the console.
 - ``LOCAL_SCHEDULES`` (1): ``0`` does not fire the template's ``rate()`` schedules (the hold sweeper
   every minute, the renewal hourly: :mod:`local.scheduler`); ``aws lambda invoke`` still runs them.
+- ``LOCAL_STREAMS`` (1): ``0`` does not hand the table's stream to the functions with a ``DynamoDB``
+  event (:mod:`local.streams`; its checkpoints are kept next to DynamoDB Local's data, so a restart
+  resumes where the last run stopped).
+- ``AWS_ENDPOINT_URL_EVENTBRIDGE``: the functions' EventBridge; unset, the gateway itself, which keeps
+  the events they put (``GET /local/events``). Their ``EVENT_BUS_NAME`` is the template's bus
+  (``ai-credits-local``).
 
 Extension point: functions appended to :data:`ON_READY` are called with the gateway once the table
 exists and before serving starts. The first one, :func:`serve_demo`, provisions the demo license the
@@ -26,6 +32,7 @@ gateway (``PUT /local/demo``), which hands them to the page. Nothing secret is p
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,6 +44,7 @@ import urllib.request
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import quote
@@ -54,9 +62,19 @@ from local.gateway import (
     serve_forever,
 )
 from local.scheduler import Scheduler, scheduled_targets
+from local.streams import StreamReader
 from local.tokens import BILLING_ROLE_ARN_ENV, DEFAULT_BILLING_ROLE_ARN
 
-__all__ = ["DEMO", "ON_READY", "DemoError", "DemoLicense", "main", "provision_demo", "serve_demo"]
+__all__ = [
+    "DEMO",
+    "ON_READY",
+    "DemoError",
+    "DemoLicense",
+    "main",
+    "provision_demo",
+    "serve_demo",
+    "stream_readers",
+]
 
 _FAKE_AWS_ENV = {
     # DynamoDB Local accepts any credentials; these keep boto3 from looking for real ones
@@ -250,6 +268,27 @@ def serve_demo(server: GatewayServer) -> None:
 ON_READY: list[Callable[[GatewayServer], None]] = [serve_demo]
 
 
+def stream_readers(
+    server: GatewayServer, dynamodb: Any, table_name: str, checkpoints: Path
+) -> list[StreamReader]:
+    """A reader of the table's stream for each ``DynamoDB`` event of the template's functions,
+    invoking the function in the gateway's execution environments (with its environment:
+    ``TABLE_NAME``, ``EVENT_BUS_NAME``, ``AWS_ENDPOINT_URL_EVENTBRIDGE``), checkpointed in the folder
+    ``checkpoints``."""
+    return [
+        StreamReader.for_table(
+            dynamodb,
+            table_name,
+            functools.partial(server.invoke, function.name),
+            stream,
+            checkpoint_path=checkpoints / f"stream-{function.name}-{stream.name}.json",
+            function_name=function.name,
+        )
+        for function in server.functions.values()
+        for stream in function.spec.streams
+    ]
+
+
 class _Stop(Exception):
     """Raised by the SIGTERM handler to unwind serve_forever like Ctrl-C does."""
 
@@ -280,11 +319,11 @@ def main(
 
     import boto3  # after the environment is complete: boto3 reads it when the client is made
 
+    data_path = DEFAULT_ROOT / "dynamodb-data"
     try:
         with contextlib.ExitStack() as stack:
             if not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
                 ddb_port = int(os.environ.get("DYNAMODB_LOCAL_PORT", "8000"))
-                data_path = DEFAULT_ROOT / "dynamodb-data"
                 try:
                     dynamodb = stack.enter_context(start(ddb_port, data_path))
                 except DynamoDBLocalError as exc:
@@ -293,7 +332,8 @@ def main(
                 # boto3 picks this up by itself; nothing passes endpoint_url explicitly.
                 os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb.endpoint
                 logger.info("DynamoDB Local started at %s (data in %s)", dynamodb.endpoint, data_path)
-            ensure_table(boto3.client("dynamodb"), table_name, template)
+            client = boto3.client("dynamodb")
+            ensure_table(client, table_name, template)
             server = build_gateway(template, "127.0.0.1", port, base_dir=REPO_ROOT, table_name=table_name)
             stack.callback(server.server_close)
             for hook in on_ready:
@@ -304,7 +344,19 @@ def main(
             scheduler = Scheduler(server.invoke, scheduled_targets(specs))
             if os.environ.get("LOCAL_SCHEDULES", "1") != "0":
                 scheduler.start()
-            serve_forever(server, before_close=scheduler.stop)
+            # The table's stream, handed to its functions as Lambda's event source mapping would;
+            # stopped the same way.
+            readers = stream_readers(server, client, table_name, data_path)
+            if os.environ.get("LOCAL_STREAMS", "1") != "0":
+                for reader in readers:
+                    reader.start()
+
+            def stop_invoking() -> None:
+                scheduler.stop()
+                for reader in readers:
+                    reader.stop()
+
+            serve_forever(server, before_close=stop_invoking)
     except (KeyboardInterrupt, _Stop):
         logger.info("stopped")
     return 0
