@@ -25,6 +25,7 @@ DESCRIPTION = (
 # Routes whose caller authenticates in the function, not at the gateway.
 _TOKEN_ROUTES = {
     ("get", "/v1/balance"),
+    ("get", "/v1/usage"),
     ("post", "/v1/consume"),
     ("delete", "/v1/activations/current"),
     ("post", "/v1/holds"),

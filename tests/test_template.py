@@ -7,7 +7,9 @@ needs (``TransactWriteItems`` is authorized per item: ``PutItem``, ``UpdateItem`
 ``ConditionCheckItem``; a ``Query`` with ``IndexName`` needs the index's ARN), and compares that
 with the function's ``Policies``: nothing missing, nothing more. The license-key pepper is read
 from moto's SSM the same way (``ssm:GetParameter`` on the stack's parameter, by the functions that
-hash keys).
+hash keys). Events are put on moto's EventBridge the same way (``events:PutEvents`` on the stack's
+bus, by the function with ``EVENT_BUS_NAME``), the table's stream handed to StreamFunction as its
+event source mapping would (:mod:`local.streams`).
 
 The linters (cfn-lint, ``sam validate --lint``) run in ``tests/packaging/test_template_lint.py``.
 """
@@ -27,9 +29,12 @@ from urllib.parse import urlencode
 
 import boto3
 import pytest
+from botocore.config import Config
 
-from ai_credits import credentials, observability
+from ai_credits import bus, credentials, observability
 from ai_credits.clock import format_timestamp, parse_timestamp
+from local.cfn import StreamSpec
+from local.streams import StreamReader
 from tests.handlers.conftest import LambdaContext, load_function, sample_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +47,10 @@ PEPPER_ARN = {
     "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${LicenseKeyPepperParameter}"
 }
 PEPPER_PARAMETER = "/ai-credits/test/license-key-pepper"  # in moto, for the scenarios
+#: Putting events on the stack's bus, the only one a function may put on.
+PUT_EVENTS_GRANT = ("events:PutEvents", "bus")
+BUS_ARN = {"Fn::GetAtt": ["CreditsEventBus", "Arn"]}
+EVENT_BUS = "ai-credits-test-bus"  # in moto, for the scenarios
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -74,9 +83,10 @@ def _table_resource(resource: Any) -> str:
 
 
 def granted(function: dict[str, Any]) -> set[Grant]:
-    """The DynamoDB (action, resource) pairs a function's ``Policies`` allow, and the pepper's
-    ``ssm:GetParameter``. Only inline statements are accepted: a SAM policy template
-    (``DynamoDBCrudPolicy``...) or a managed policy would grant what no test can see."""
+    """The DynamoDB (action, resource) pairs a function's ``Policies`` allow, the pepper's
+    ``ssm:GetParameter`` and the bus's ``events:PutEvents``. Only inline statements are accepted:
+    a SAM policy template (``DynamoDBCrudPolicy``...) or a managed policy would grant what no test
+    can see."""
     grants: set[Grant] = set()
     for policy in function["Properties"].get("Policies", []):
         assert isinstance(policy, dict) and set(policy) == {"Statement"}, (
@@ -88,6 +98,10 @@ def granted(function: dict[str, Any]) -> set[Grant]:
             if any(action.startswith("ssm:") for action in actions):
                 assert (actions, statement["Resource"]) == (["ssm:GetParameter"], PEPPER_ARN), statement
                 grants.add(PEPPER_GRANT)
+                continue
+            if any(action.startswith("events:") for action in actions):
+                assert (actions, statement["Resource"]) == (["events:PutEvents"], BUS_ARN), statement
+                grants.add(PUT_EVENTS_GRANT)
                 continue
             assert all(action.startswith("dynamodb:") and "*" not in action for action in actions), actions
             for resource in _as_list(statement["Resource"]):
@@ -137,11 +151,18 @@ class Recorder:
         assert (model.name, params) == ("GetParameter", {"Name": PEPPER_PARAMETER, "WithDecryption": True})
         self.requests[self.current].add(PEPPER_GRANT)
 
+    def events(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        assert self.current is not None, f"an EventBridge {model.name} outside any function"
+        assert model.name == "PutEvents", model.name
+        assert {entry.get("EventBusName") for entry in params["Entries"]} == {EVENT_BUS}, params
+        self.requests[self.current].add(PUT_EVENTS_GRANT)
+
 
 @pytest.fixture
 def recorder(moto_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    """A fresh moto table and the pepper in moto's SSM, read as in AWS (by parameter name); every
-    DynamoDB and SSM client created from now on reports to the recorder."""
+    """A fresh moto table (with its stream), the pepper in moto's SSM, read as in AWS (by parameter
+    name), and the stack's bus in moto's EventBridge; every DynamoDB, SSM and EventBridge client
+    created from now on reports to the recorder."""
     from ai_credits import store
 
     recorder = Recorder()
@@ -153,15 +174,21 @@ def recorder(moto_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recor
         Name=PEPPER_PARAMETER, Value="a-pepper-for-the-iam-test-" + "x" * 32, Type="SecureString"
     )
     monkeypatch.setenv("LICENSE_KEY_PEPPER_PARAMETER", PEPPER_PARAMETER)
+    boto3.client("events").create_event_bus(Name=EVENT_BUS)
+    monkeypatch.setenv("EVENT_BUS_NAME", EVENT_BUS)
     store.reset_clients()  # the next client is created from the default session, with the hook
+    bus.client.cache_clear()
     session.events.register("before-parameter-build.dynamodb", recorder)
     session.events.register("before-parameter-build.ssm", recorder.ssm)
+    session.events.register("before-parameter-build.events", recorder.events)
     try:
         yield recorder
     finally:
         session.events.unregister("before-parameter-build.dynamodb", recorder)
         session.events.unregister("before-parameter-build.ssm", recorder.ssm)
+        session.events.unregister("before-parameter-build.events", recorder.events)
         store.reset_clients()  # settings and pepper are read again, without the parameter
+        bus.client.cache_clear()
         credentials.reset_license_key_pepper()
 
 
@@ -216,9 +243,29 @@ def http_event(
     return event
 
 
+def deliver_the_stream(call: Functions) -> None:
+    """The table's stream so far, handed to StreamFunction as its event source mapping would
+    (batches of 100, ``batchItemFailures`` honoured); every record must be applied."""
+    # moto answers the regional endpoint, not the account's one botocore picks from the ARN.
+    streams = boto3.client("dynamodbstreams", config=Config(account_id_endpoint_mode="disabled"))
+    (stream,) = streams.list_streams()["Streams"]
+    given_up: list[dict[str, Any]] = []
+    reader = StreamReader(
+        streams,
+        stream["StreamArn"],
+        lambda event: call("StreamFunction", event),
+        StreamSpec("TableStream", maximum_retry_attempts=0, report_batch_item_failures=True),
+        retry_delay=0,
+        on_failure=given_up.append,
+    )
+    assert reader.drain() > 0
+    assert given_up == []
+
+
 def run_scenarios(call: Functions) -> None:
-    """The sample events in their story (provision, activate, balance, consume, holds, portal,
-    Apply, renew), then the other paths that make different DynamoDB requests. The rare paths are
+    """The sample events in their story (provision, activate, balance, usage, consume, holds, portal,
+    Apply, renew), then the other paths that make different DynamoDB requests, then the table's
+    stream through StreamFunction and the portal's reads of what it derived. The rare paths are
     reached by turning the services' retry budgets to zero (``OPTIMISTIC_ATTEMPTS``,
     ``CAS_ATTEMPTS``), not by mocking: the requests are the real ones of those paths."""
     from ai_credits.services import fences, plugin
@@ -256,6 +303,7 @@ def run_scenarios(call: Functions) -> None:
     token = answer("ActivateFunction", sample_event("activate"), 201)["activation_token"]
     activate(201, site_url="staging.example.com")
     answer("GetBalanceFunction", http_event("get_balance", token=token), 200)
+    answer("GetBalanceFunction", http_event("get_usage", token=token), 200)
     consume(200, token)  # charged
     consume(200, token)  # replayed
     consume(409, token, amount=7)  # the request_id reused with another body
@@ -343,6 +391,12 @@ def run_scenarios(call: Functions) -> None:
         )
         answer("AllocateFunction", removal, 200)
 
+    # Every change above through StreamFunction (usage, the statement, events); the portal reads
+    # the usage and the statement it derived.
+    deliver_the_stream(call)
+    answer("LicensesFunction", sample_event("license_usage"), 200)
+    answer("LicensesFunction", sample_event("license_ledger"), 200)
+
 
 def test_each_function_is_granted_exactly_the_dynamodb_requests_it_makes(
     template: dict[str, Any], recorder: Recorder
@@ -355,6 +409,13 @@ def test_each_function_is_granted_exactly_the_dynamodb_requests_it_makes(
     for logical_id in readers:
         environment = _functions(template)[logical_id]["Properties"]["Environment"]["Variables"]
         assert environment["LICENSE_KEY_PEPPER_PARAMETER"] == {"Ref": "LicenseKeyPepperParameter"}
+    # The function that puts events is given the stack's bus (and is granted it: below).
+    publishers = {
+        logical_id for logical_id, grants in recorder.requests.items() if PUT_EVENTS_GRANT in grants
+    }
+    assert publishers == {"StreamFunction"}
+    environment = _functions(template)["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["EVENT_BUS_NAME"] == {"Ref": "CreditsEventBus"}
 
     for logical_id, function in sorted(_functions(template).items()):
         recorded, allowed = recorder.requests[logical_id], granted(function)
@@ -423,11 +484,22 @@ def test_a_scheduled_renewal_that_did_not_run_lands_in_an_encrypted_queue_that_i
     assert queue["Type"] == "AWS::SQS::Queue"
     assert queue["Properties"]["SqsManagedSseEnabled"] is True or "KmsMasterKeyId" in queue["Properties"]
 
-    (alarm,) = [props for props in _alarms(template).values() if props.get("Namespace") == "AWS/SQS"]
-    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert alarm["Dimensions"] == [
-        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["RenewalDeadLetterQueue", "QueueName"]}}
+    assert_alarmed_when_not_empty(template, "RenewalDeadLetterQueue")
+
+
+def _queue_alarm(template: dict[str, Any], queue_id: str) -> dict[str, Any]:
+    dimensions = [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    (alarm,) = [
+        props
+        for props in _alarms(template).values()
+        if props.get("Namespace") == "AWS/SQS" and props["Dimensions"] == dimensions
     ]
+    return alarm
+
+
+def assert_alarmed_when_not_empty(template: dict[str, Any], queue_id: str) -> None:
+    alarm = _queue_alarm(template, queue_id)
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
 
 
@@ -529,15 +601,214 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
     }
     notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     alarms = _alarms(template)
-    assert len(alarms) == 6
+    assert len(alarms) == 8
     for logical_id, alarm in alarms.items():
         assert alarm["AlarmActions"] == notify == alarm["OKActions"], logical_id
         assert alarm["AlarmDescription"].strip(), logical_id
 
 
 # --------------------------------------------------------------------------------------------------
+# The table's stream and the credits events
+# --------------------------------------------------------------------------------------------------
+
+
+def _stream_event(template: dict[str, Any]) -> dict[str, Any]:
+    (event,) = _functions(template)["StreamFunction"]["Properties"]["Events"].values()
+    assert event["Type"] == "DynamoDB"
+    properties: dict[str, Any] = event["Properties"]
+    return properties
+
+
+def test_the_table_streams_every_change_with_both_images(template: dict[str, Any]) -> None:
+    table = template["Resources"][TABLE_ID]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+
+
+def test_the_stream_function_reads_the_table_stream_in_order_with_partial_batch_responses(
+    template: dict[str, Any],
+) -> None:
+    stream = _stream_event(template)
+
+    assert stream["Stream"] == {"Fn::GetAtt": [TABLE_ID, "StreamArn"]}
+    assert (stream["StartingPosition"], stream["BatchSize"], stream["MaximumBatchingWindowInSeconds"]) == (
+        "TRIM_HORIZON",
+        100,
+        1,
+    )
+    # One batch at a time per shard: a key's changes in their order.
+    assert stream["ParallelizationFactor"] == 1
+    # The function names the first record it could not apply; an error splits the batch.
+    assert stream["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert stream["BisectBatchOnFunctionError"] is True
+    # Retries end: a poison record holds its shard up for a bounded time, never forever.
+    assert 0 <= stream["MaximumRetryAttempts"] <= 10_000
+    assert 60 <= stream["MaximumRecordAgeInSeconds"] <= 86_400
+    function = _functions(template)["StreamFunction"]["Properties"]
+    assert function["CodeUri"] == "functions/stream/"
+    assert "Handler" not in function  # Globals: app.lambda_handler, the layer, TABLE_NAME
+
+
+def test_a_batch_the_stream_function_gives_up_lands_in_an_encrypted_queue_that_is_alarmed(
+    template: dict[str, Any],
+) -> None:
+    assert _stream_event(template)["DestinationConfig"] == {
+        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}}
+    }
+    queue = template["Resources"]["StreamFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert_alarmed_when_not_empty(template, "StreamFailureQueue")
+
+
+def test_an_alarm_fires_when_the_stream_function_falls_a_minute_behind_for_5_minutes(
+    template: dict[str, Any],
+) -> None:
+    (alarm,) = [props for props in _alarms(template).values() if props.get("MetricName") == "IteratorAge"]
+
+    assert (alarm["Namespace"], alarm["Dimensions"]) == (
+        "AWS/Lambda",
+        [{"Name": "FunctionName", "Value": {"Ref": "StreamFunction"}}],
+    )
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "Maximum",
+        "GreaterThanThreshold",
+        60_000,
+    )
+    assert alarm["Period"] * alarm["EvaluationPeriods"] == 300
+    assert alarm["DatapointsToAlarm"] == alarm["EvaluationPeriods"]
+
+
+CREDITS_EVENTS = [
+    "Credits Low",
+    "Credits Exhausted",
+    "Allocation Needed",
+    "License Renewed",
+    "License Expired",
+    "Credits Granted",
+]
+
+
+def _rules(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _resources(template, "AWS::Events::Rule")
+
+
+def test_every_credits_event_reaches_an_encrypted_queue_that_only_its_rule_may_send_to(
+    template: dict[str, Any],
+) -> None:
+    (bus_id,) = _resources(template, "AWS::Events::EventBus")
+    assert bus_id == "CreditsEventBus"
+    rule = _rules(template)["CreditsEventsRule"]
+    assert "Condition" not in rule
+    rule_properties = rule["Properties"]
+    assert rule_properties["EventBusName"] == {"Ref": bus_id}
+    assert rule_properties["EventPattern"] == {"source": ["ai-credits"], "detail-type": CREDITS_EVENTS}
+    queue_arn = {"Fn::GetAtt": ["CreditsEventsQueue", "Arn"]}
+    assert [target["Arn"] for target in rule_properties["Targets"]] == [queue_arn]
+    assert template["Resources"]["CreditsEventsQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+
+    (policy,) = _resources(template, "AWS::SQS::QueuePolicy").values()
+    assert policy["Properties"]["Queues"] == [{"Ref": "CreditsEventsQueue"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["CreditsEventsRule", "Arn"]}}},
+    }
+
+
+def test_the_webhook_exists_only_with_a_url_and_calls_it_with_the_api_key(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    assert (parameters["EventsWebhookUrl"]["Default"], parameters["EventsWebhookApiKey"]["Default"]) == (
+        "",
+        "",
+    )
+    assert parameters["EventsWebhookApiKey"]["NoEcho"] is True
+    assert template["Conditions"]["HasEventsWebhook"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EventsWebhookUrl"}, ""]}]
+    }
+    webhook = {
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Condition") == "HasEventsWebhook"
+    }
+    assert webhook == {
+        "EventsWebhookConnection",
+        "EventsWebhookDestination",
+        "EventsWebhookRule",
+        "EventsWebhookRole",
+    }
+
+    connection = template["Resources"]["EventsWebhookConnection"]["Properties"]
+    assert connection["AuthorizationType"] == "API_KEY"
+    assert connection["AuthParameters"]["ApiKeyAuthParameters"] == {
+        "ApiKeyName": "x-api-key",
+        "ApiKeyValue": {"Fn::Sub": "${EventsWebhookApiKey}"},
+    }
+    destination = template["Resources"]["EventsWebhookDestination"]["Properties"]
+    assert destination["InvocationEndpoint"] == {"Ref": "EventsWebhookUrl"}
+    assert destination["HttpMethod"] == "POST" and destination["InvocationRateLimitPerSecond"] >= 1
+    rule = _rules(template)["EventsWebhookRule"]["Properties"]
+    assert rule["EventBusName"] == {"Ref": "CreditsEventBus"}
+    assert rule["EventPattern"] == {"source": ["ai-credits"], "detail-type": CREDITS_EVENTS}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["EventsWebhookDestination", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["EventsWebhookRole", "Arn"]}
+    role = template["Resources"]["EventsWebhookRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    (policy,) = role["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "events:InvokeApiDestination",
+            "Resource": {"Fn::GetAtt": ["EventsWebhookDestination", "Arn"]},
+        }
+    ]
+
+
+def test_a_webhook_needs_its_api_key(template: dict[str, Any]) -> None:
+    real = {
+        "PortalJwtIssuer": "https://login.feeds.example.org/",
+        "LicenseKeyPepperParameter": "/x/pepper",
+        "BillingRoleArn": "arn:aws:iam::123456789012:role/billing",
+    }
+    webhook = {"EventsWebhookUrl": "https://hooks.example.org/credits"}
+
+    assert refused(template, real) == []
+    assert refused(template, {**real, **webhook}) == ["EventsWebhookHasApiKey"]
+    assert refused(template, {**real, **webhook, "EventsWebhookApiKey": "k" * 32}) == []
+
+
+# --------------------------------------------------------------------------------------------------
 # The API, tracing, outputs
 # --------------------------------------------------------------------------------------------------
+
+
+def _route_auth(template: dict[str, Any], logical_id: str) -> dict[str, str]:
+    """A function's routes (``"GET /v1/usage"``) and their authorizers."""
+    return {
+        f"{event['Properties']['Method']} {event['Properties']['Path']}": event["Properties"]["Auth"][
+            "Authorizer"
+        ]
+        for event in _functions(template)[logical_id]["Properties"]["Events"].values()
+        if event["Type"] == "HttpApi"
+    }
+
+
+def test_usage_and_the_statement_are_authorized_like_the_balance_and_the_credits(
+    template: dict[str, Any],
+) -> None:
+    # The plugin's routes check the activation token in the function; the portal's have the JWT.
+    assert _route_auth(template, "GetBalanceFunction") == {"GET /v1/balance": "NONE", "GET /v1/usage": "NONE"}
+    portal = _route_auth(template, "LicensesFunction")
+    assert portal == {
+        "GET /v1/licenses": "PortalJwt",
+        "GET /v1/licenses/{license_id}/credits": "PortalJwt",
+        "GET /v1/licenses/{license_id}/usage": "PortalJwt",
+        "GET /v1/licenses/{license_id}/ledger": "PortalJwt",
+    }
 
 
 def test_every_route_is_throttled_by_the_stage_parameters(template: dict[str, Any]) -> None:
@@ -637,11 +908,15 @@ def test_every_function_is_traced(template: dict[str, Any]) -> None:
     assert all("Tracing" not in function["Properties"] for function in _functions(template).values())
 
 
-def test_the_outputs_give_the_api_url_and_the_table_name(template: dict[str, Any]) -> None:
+def test_the_outputs_give_the_api_url_the_table_the_bus_and_the_queues(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     (api_id,) = _resources(template, "AWS::Serverless::HttpApi")
     assert "${" + api_id + "}" in outputs["ApiUrl"]["Value"]["Fn::Sub"]
     assert outputs["TableName"]["Value"] == {"Ref": TABLE_ID}
+    assert outputs["EventBusName"]["Value"] == {"Ref": "CreditsEventBus"}
+    assert outputs["EventBusArn"]["Value"] == {"Fn::GetAtt": ["CreditsEventBus", "Arn"]}
+    assert outputs["CreditsEventsQueueUrl"]["Value"] == {"Ref": "CreditsEventsQueue"}
+    assert outputs["StreamFailureQueueUrl"]["Value"] == {"Ref": "StreamFailureQueue"}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -358,7 +358,51 @@ def test_claims_are_strings_like_api_gateways() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # ensure_table on an existing table (make run keeps its data in .local/): the template's new GSIs
+# and its stream
 # --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_local_table_has_the_templates_stream_and_an_older_table_gets_it(
+    dynamodb_local: str, template: dict[str, Any]
+) -> None:
+    import uuid
+
+    import boto3
+
+    from local.cfn import TableSchemaMismatch, ensure_table
+
+    client = boto3.client("dynamodb", endpoint_url=dynamodb_local)
+    fresh, older = (f"ensure-stream-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    without_stream = {
+        key: value
+        for key, value in table_create_kwargs(template, older).items()
+        if key != "StreamSpecification"
+    }
+    client.create_table(**without_stream)
+    try:
+        ensure_table(client, fresh, template)
+        ensure_table(client, older, template)
+        ensure_table(client, older, template)  # idempotent
+
+        for name in (fresh, older):
+            description = client.describe_table(TableName=name)["Table"]
+            assert description["StreamSpecification"] == {
+                "StreamEnabled": True,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            }
+            assert description["LatestStreamArn"]
+
+        # A stream of other images is not repaired: its readers would get what they do not expect.
+        keys_only = copy.deepcopy(template)
+        keys_only["Resources"]["CreditsTable"]["Properties"]["StreamSpecification"] = {
+            "StreamViewType": "KEYS_ONLY"
+        }
+        with pytest.raises(TableSchemaMismatch, match="stream of NEW_AND_OLD_IMAGES"):
+            ensure_table(client, older, keys_only)
+    finally:
+        client.delete_table(TableName=fresh)
+        client.delete_table(TableName=older)
 
 
 @pytest.mark.integration

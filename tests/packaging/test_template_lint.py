@@ -30,6 +30,9 @@ MANAGED_POLICIES = {
     "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
+# What SAM adds for a DynamoDB event: reading the stream (its event source mapping reads it with the
+# function's role).
+STREAM_READ_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
 
 # Run by the SAM CLI's Python: template.yaml transformed (local code folders as S3 URIs, managed
 # policy names resolved without IAM), the roles' managed policies and statements as JSON.
@@ -109,8 +112,10 @@ def test_sam_validate_lint_passes(sam: Path) -> None:
 def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: Path) -> None:
     """Each function's role: its inline ``Policies`` statements (tests/test_template.py checks them
     against the requests it makes), logs, X-Ray, and for the renew function sending a failed run
-    to the dead-letter queue. The schedules' roles: invoking their function (and for the renewal's,
-    the queue; the hold sweeper's has none: the next sweep supersedes a lost one)."""
+    to the dead-letter queue; for the stream function, reading the stream and sending a batch it
+    gave up to its queue. The schedules' roles: invoking their function (and for the renewal's,
+    the queue; the hold sweeper's has none: the next sweep supersedes a lost one). The optional
+    webhook's role: calling the webhook."""
     python = sam.parent / "python"
     if not os.access(python, os.X_OK):
         pytest.skip(f"no Python next to {sam} to run SAM's transform with")
@@ -125,6 +130,8 @@ def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: P
     roles: dict[str, Any] = json.loads(result.stdout)
     template = cfn.load_template(TEMPLATE)
     queue = {"Fn::GetAtt": ["RenewalDeadLetterQueue", "Arn"]}
+    failure_queue = {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}
+    sent_by = {"RenewFunction": queue, "StreamFunction": failure_queue}
 
     functions = {
         logical_id: resource["Properties"]
@@ -133,13 +140,14 @@ def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: P
     }
     expected = {
         f"{logical_id}Role": {
-            "managed": sorted(MANAGED_POLICIES.values()),
+            "managed": sorted(MANAGED_POLICIES.values())
+            + ([STREAM_READ_POLICY] if logical_id == "StreamFunction" else []),
             "statements": [
                 [statement["Action"], statement["Resource"]]
                 for policy in properties["Policies"]
                 for statement in policy["Statement"]
             ]
-            + ([["sqs:SendMessage", queue]] if logical_id == "RenewFunction" else []),
+            + ([["sqs:SendMessage", sent_by[logical_id]]] if logical_id in sent_by else []),
         }
         for logical_id, properties in functions.items()
     }
@@ -153,6 +161,10 @@ def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: P
     expected["HoldSweeperFunctionEveryMinuteRole"] = {
         "managed": [],
         "statements": [["lambda:InvokeFunction", {"Fn::GetAtt": ["HoldSweeperFunction", "Arn"]}]],
+    }
+    expected["EventsWebhookRole"] = {
+        "managed": [],
+        "statements": [["events:InvokeApiDestination", {"Fn::GetAtt": ["EventsWebhookDestination", "Arn"]}]],
     }
 
     def comparable(role: dict[str, Any]) -> tuple[list[str], list[str]]:
