@@ -12,6 +12,7 @@ than being guessed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -512,6 +513,13 @@ class StreamSpec:
     #: ``FunctionResponseTypes: [ReportBatchItemFailures]``: the function's ``batchItemFailures``
     #: count (without it, only an error fails a batch).
     report_batch_item_failures: bool = False
+    #: ``FilterCriteria``'s patterns: a record is handed over when one matches (none: every record).
+    filters: tuple[dict[str, Any], ...] = ()
+
+    def wants(self, record: Mapping[str, Any]) -> bool:
+        """Whether the event source mapping hands ``record`` to the function (Lambda's event
+        filtering, the subset :func:`_filter_pattern` accepts)."""
+        return not self.filters or any(_matches(pattern, record) for pattern in self.filters)
 
 
 @dataclass(frozen=True)
@@ -702,8 +710,6 @@ def _stream(template: Mapping[str, Any], name: str, props: Mapping[str, Any], wh
     table_stream = {"Fn::GetAtt": [table_logical_id(template), "StreamArn"]}
     if props.get("Stream") != table_stream:
         raise TemplateError(f"{where}: Stream must be !GetAtt {table_logical_id(template)}.StreamArn")
-    if "FilterCriteria" in props:
-        raise TemplateError(f"{where}: FilterCriteria is not reproduced by the local tools")
     _reject_intrinsics({key: props[key] for key in _STREAM_SETTINGS if key in props}, where)
     if props.get("StartingPosition") != "TRIM_HORIZON":
         raise TemplateError(f"{where}: the local tools read a stream from StartingPosition TRIM_HORIZON only")
@@ -713,7 +719,56 @@ def _stream(template: Mapping[str, Any], name: str, props: Mapping[str, Any], wh
         maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
         bisect_batch_on_function_error=_truthy(props.get("BisectBatchOnFunctionError", False)),
         report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+        filters=tuple(
+            _filter_pattern(entry.get("Pattern"), where)
+            for entry in (props.get("FilterCriteria") or {}).get("Filters", [])
+        ),
     )
+
+
+def _filter_pattern(text: Any, where: str) -> dict[str, Any]:
+    """A filter's ``Pattern`` (JSON), in the subset the local reader matches: nested objects whose
+    leaves are lists of exact values or ``{"prefix": "..."}``."""
+    if not isinstance(text, str):
+        raise TemplateError(f"{where}: a FilterCriteria Pattern must be a JSON string")
+    try:
+        pattern = json.loads(text)
+    except ValueError as exc:
+        raise TemplateError(f"{where}: FilterCriteria Pattern is not JSON: {exc}") from None
+
+    def check(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                check(value)
+        elif isinstance(node, list):
+            for value in node:
+                if isinstance(value, dict) and set(value) != {"prefix"}:
+                    raise TemplateError(f"{where}: only exact values and prefix are matched locally: {value}")
+        else:
+            raise TemplateError(f"{where}: a FilterCriteria Pattern's leaves are lists: {node!r}")
+
+    if not isinstance(pattern, dict):
+        raise TemplateError(f"{where}: a FilterCriteria Pattern is an object")
+    check(pattern)
+    return pattern
+
+
+def _matches(pattern: Mapping[str, Any], value: Any) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    for key, wanted in pattern.items():
+        if isinstance(wanted, dict):
+            if not _matches(wanted, value.get(key)):
+                return False
+        elif not any(_leaf_matches(option, value.get(key)) for option in wanted):
+            return False
+    return True
+
+
+def _leaf_matches(option: Any, value: Any) -> bool:
+    if isinstance(option, dict):
+        return isinstance(value, str) and value.startswith(option["prefix"])
+    return bool(option == value)
 
 
 def _function_events(

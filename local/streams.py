@@ -7,6 +7,8 @@ settings in the template (:class:`local.cfn.StreamSpec`):
 - shards are found with ``DescribeStream``; a child shard is read only once its parent is finished,
   so a key's changes arrive in order even across a shard split. Each shard is read through one
   shard iterator, one batch at a time, in order (ParallelizationFactor 1);
+- records that match none of the event's ``FilterCriteria`` patterns are passed over (exact
+  values and ``prefix`` are matched: :meth:`local.cfn.StreamSpec.wants`), as Lambda filters them;
 - a batch is up to ``BatchSize`` records of one shard, handed to the function as Lambda's event
   ``{"Records": [...]}`` (``eventSource`` ``aws:dynamodb``, ``eventSourceARN`` the stream's ARN,
   binary attributes in base64, ``ApproximateCreationDateTime`` in epoch seconds);
@@ -348,9 +350,12 @@ class StreamReader:
             shard.iterator = self._iterator(shard)
             page = self._streams.get_records(ShardIterator=shard.iterator, Limit=self.spec.batch_size)
         records = [lambda_record(record, self.stream_arn, self._region) for record in page.get("Records", [])]
-        if records:
+        wanted = [record for record in records if self.spec.wants(record)]
+        if records and not wanted:
+            self._checkpoint(shard, records[-1])  # all filtered out: Lambda moves past them
+        if wanted:
             try:
-                self._deliver(shard, records)
+                self._deliver(shard, wanted)
             except BaseException:
                 # Interrupted (stopped, out of time): the next read starts after the checkpoint, so
                 # what was processed of this batch is not handed over again.

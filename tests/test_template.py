@@ -1029,3 +1029,19 @@ def test_samconfig_has_no_default_stack_and_validates_with_the_linter(samconfig:
         samconfig["dev"]["deploy"]["parameters"]["stack_name"]
         != samconfig["prod"]["deploy"]["parameters"]["stack_name"]
     )
+
+
+def test_the_stream_function_gets_the_source_items_changes_only(template: dict[str, Any]) -> None:
+    """Its own writes (usage, statement, sent events) are filtered out before they cost an
+    invocation (and could never come back to it)."""
+    from local.cfn import functions
+
+    (spec,) = next(
+        function for function in functions(template) if function.logical_id == "StreamFunction"
+    ).streams
+
+    def record(pk: str) -> dict[str, Any]:
+        return {"dynamodb": {"Keys": {"pk": {"S": pk}, "sk": {"S": "x"}}}}
+
+    assert [spec.wants(record(pk)) for pk in ("LICENSE#l", "LEDGER#l")] == [True, True]
+    assert [spec.wants(record(pk)) for pk in ("USAGE#l", "STATEMENT#l", "EVENT#e", "KEY#k")] == [False] * 4

@@ -298,7 +298,9 @@ def test_a_bus_is_named_by_its_name_other_resources_by_their_logical_id(stream_a
     [
         ({"Stream": "arn:aws:dynamodb:us-east-1:123456789012:table/x/stream/y"}, "Stream must be"),
         ({"StartingPosition": "LATEST"}, "TRIM_HORIZON only"),
-        ({"FilterCriteria": {"Filters": []}}, "FilterCriteria"),
+        ({"FilterCriteria": {"Filters": [{"Pattern": '{"dynamodb": {"Keys": "x"}}'}]}}, "leaves"),
+        ({"FilterCriteria": {"Filters": [{"Pattern": '{"a": [{"anything-but": "x"}]}'}]}}, "prefix"),
+        ({"FilterCriteria": {"Filters": [{"Pattern": "{not json"}]}}, "not JSON"),
         ({"BatchSize": {"Ref": "Size"}}, "intrinsic"),
     ],
 )

@@ -135,6 +135,18 @@ def test_records_reach_the_function_in_order_in_lambdas_event(dynamodb: Any, tab
     assert sorted(sequence_numbers, key=int) == sequence_numbers
 
 
+def test_records_that_match_no_filter_are_passed_over(dynamodb: Any, table: str) -> None:
+    pattern = {"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "LEDGER#"}, "exact"]}}}}
+    spec = StreamSpec("TableStream", batch_size=3, filters=(pattern,))
+    function = FakeFunction()
+    write(dynamodb, table, "USAGE#1", "LEDGER#1", "exact", "exactly", "STATEMENT#1", "LEDGER#2")
+
+    delivered = reader(dynamodb, table, function, spec).drain()
+
+    assert function.delivered == ["LEDGER#1", "exact", "LEDGER#2"]
+    assert delivered == 6  # read from the stream; three of them passed over
+
+
 def test_reported_failures_are_retried_from_the_first_one(dynamodb: Any, table: str) -> None:
     function = FakeFunction(failed_from(1), failed_from(0))
     write(dynamodb, table, "a", "b", "c", "d")
