@@ -1173,7 +1173,7 @@ class StreamProcessing:
         """Give the functions their EventBridge back (the gateway's workers fork from here)."""
         from ai_credits import bus
 
-        bus.client = self._real_bus  # type: ignore[method-assign]
+        bus.client = self._real_bus
 
     def measured(self, label: str, consumes: int, writes: Callable[[], None]) -> StreamBatch:
         """What the processor does with the records ``writes`` produces (after a drain of the rest)."""

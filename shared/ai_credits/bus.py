@@ -1,10 +1,13 @@
 """The EventBridge bus the stream processor publishes to (API.md, "Events"): ``source`` is
-``ai-credits``; the endpoint comes from the environment (``AWS_ENDPOINT_URL_EVENTS`` locally,
-where ``make run`` answers ``PutEvents`` itself)."""
+``ai-credits``. The endpoint comes from the environment, never from code: boto3 reads
+``AWS_ENDPOINT_URL_EVENTBRIDGE`` by itself (EventBridge's service id), and the contract's
+``AWS_ENDPOINT_URL_EVENTS`` (the API's endpoint prefix) is honoured too; locally ``make run``
+answers ``PutEvents`` itself."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -15,6 +18,7 @@ from ai_credits.config import settings
 from ai_credits.errors import Unavailable
 
 SOURCE = "ai-credits"
+ENDPOINT_ENV = "AWS_ENDPOINT_URL_EVENTS"
 PUT_EVENTS_ENTRIES = 10  # EventBridge's limit per PutEvents
 _ATTEMPTS = 4
 
@@ -24,9 +28,8 @@ def client() -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
-        "events", config=Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard"})
-    )
+    config = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard"})
+    return boto3.client("events", endpoint_url=os.environ.get(ENDPOINT_ENV) or None, config=config)
 
 
 def entry(detail_type: str, detail: dict[str, Any], at: str) -> dict[str, Any]:

@@ -315,4 +315,7 @@ def test_entries_of_one_instant_sort_newest_first_as_a_renewal_happens():
 
 def test_an_import_that_needs_an_allocation_announces_it_at_once():
     (event,) = derive(license_item(needs_allocation=True)).events
-    assert (event.detail_type, event.detail) == ("Allocation Needed", {"term_start": T0, "credits_total": 1000})
+    assert (event.detail_type, event.detail) == (
+        "Allocation Needed",
+        {"term_start": T0, "credits_total": 1000},
+    )
