@@ -395,7 +395,10 @@ def run_scenarios(call: Functions) -> None:
     # the usage and the statement it derived.
     deliver_the_stream(call)
     answer("LicensesFunction", sample_event("license_usage"), 200)
-    answer("LicensesFunction", sample_event("license_ledger"), 200)
+    first = answer("LicensesFunction", http_event("license_ledger", query={"limit": "1"}), 200)
+    assert first["next_cursor"], "the statement has more than one entry"
+    # A next page: its cursor was sealed with the pepper, and is opened with it.
+    answer("LicensesFunction", http_event("license_ledger", query={"cursor": first["next_cursor"]}), 200)
 
 
 def test_each_function_is_granted_exactly_the_dynamodb_requests_it_makes(
@@ -403,9 +406,10 @@ def test_each_function_is_granted_exactly_the_dynamodb_requests_it_makes(
 ) -> None:
     run_scenarios(Functions(template, recorder))
 
-    # The functions that hash license keys read the pepper (and are granted it: below).
+    # The functions that hash license keys or seal page cursors read the pepper (and are granted
+    # it: below).
     readers = {logical_id for logical_id, grants in recorder.requests.items() if PEPPER_GRANT in grants}
-    assert readers == {"ProvisionFunction", "ActivateFunction"}
+    assert readers == {"ProvisionFunction", "ActivateFunction", "LicensesFunction"}
     for logical_id in readers:
         environment = _functions(template)[logical_id]["Properties"]["Environment"]["Variables"]
         assert environment["LICENSE_KEY_PEPPER_PARAMETER"] == {"Ref": "LicenseKeyPepperParameter"}

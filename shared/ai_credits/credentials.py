@@ -11,7 +11,9 @@ an SSM SecureString parameter, named by ``LICENSE_KEY_PEPPER_PARAMETER`` (templa
 (``make run``, tests) ``LICENSE_KEY_PEPPER``, else ``config.LOCAL_LICENSE_KEY_PEPPER``. A leaked
 table alone then cannot be used to test guessed keys. Keys hashed before the pepper keep their
 plain SHA-256 (:func:`legacy_license_key_hash`) until billing next provisions them. Changing the
-pepper orphans every stored hash: it is set once per stage, never rotated in place.
+pepper orphans every stored hash: it is set once per stage, never rotated in place. The same pepper
+keys the MAC of the statement's page cursors (:func:`seal_cursor`), so the service can tell its own
+cursors from made-up ones.
 """
 
 from __future__ import annotations
