@@ -15,6 +15,7 @@ from ai_credits.domain import Environment, Plan, Status
 
 MAX_CONSUME = 1_000_000
 MAX_CREDITS = 1_000_000_000
+MAX_REMAINING_HINT = 10**15  # beyond any pool: a bound keeps the number a valid DynamoDB value
 
 WpEnvironment = Literal["production", "staging", "development", "local"]
 LicenseId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["lic_8f2k3"])]
@@ -105,6 +106,13 @@ class ConsumeRequest(BaseModel):
     request_id: RequestId
     feature: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     subsite_url: SiteUrl | None = Field(default=None, description="the sub-site of a network activation")
+    expected_remaining: Annotated[StrictInt, Field(ge=0, le=MAX_REMAINING_HINT)] | None = Field(
+        default=None,
+        description="Optional: the `remaining` of this site's previous consume answer. A current"
+        " hint saves a request; a wrong or missing one changes no answer. Not part of the request"
+        " for request_id's exactly-once (a retry may send another).",
+        examples=[995],
+    )
 
 
 class HoldRequest(BaseModel):

@@ -304,6 +304,11 @@ def test_rule8_consume_on_an_expired_license_is_a_403(single, activate, consume,
         {"amount": 5, "request_id": ""},
         {"amount": 5, "request_id": "has space"},
         {"amount": 5, "subsite_url": "ftp://x.com"},
+        {"amount": 5, "expected_remaining": -1},
+        {"amount": 5, "expected_remaining": 995.0},
+        {"amount": 5, "expected_remaining": "995"},
+        {"amount": 5, "expected_remaining": True},
+        {"amount": 5, "expected_remaining": 10**15 + 1},
     ],
 )
 def test_a_consume_with_an_invalid_field_is_a_422_and_charges_nothing(
@@ -515,6 +520,117 @@ def test_contention_is_remembered_for_a_while(single, activate, consume, dynamod
     dynamodb_calls.clear()
     assert consume(token, 1, "r-2").body["remaining"] == 998
     assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
+
+
+# -- the plugin's hint: expected_remaining ---------------------------------------------------
+
+
+def _answers_of_a_plugin(provision, activate, consume, license_id: str, hint) -> list[tuple[int, object]]:
+    """(status, body) of a plugin's consumes on a fresh license, each sending ``hint``
+    (``"previous"``: the ``remaining`` of its previous answer)."""
+    from ai_credits.services import plugin as services
+
+    provision(license_id, license_key=f"key-{license_id}")
+    token = activate(f"key-{license_id}", "example.com").body["activation_token"]
+    previous = 1000
+
+    def send(amount, request_id, token=token):
+        nonlocal previous
+        fields = {} if hint is None else {"expected_remaining": previous if hint == "previous" else hint}
+        answer = consume(token, amount, request_id, **fields)
+        if answer.status == 200:
+            previous = answer.body["remaining"]
+        return answer.status, answer.body
+
+    answers = [send(5, "r-1"), send(3, "r-2"), send(5, "r-1"), send(6, "r-1"), send(5000, "r-3")]
+    services.forget_seen_balances()  # a new environment
+    answers += [send(3, "r-2"), send(2, "r-4"), send(1, "r-5", token + "x")]
+    return answers
+
+
+@pytest.mark.parametrize("hint", ["previous", 0, 3, 994, 10**15])
+def test_a_wrong_or_missing_hint_changes_no_answer(provision, activate, consume, hint):
+    without = _answers_of_a_plugin(provision, activate, consume, "lic-no-hint", None)
+    with_hint = _answers_of_a_plugin(provision, activate, consume, "lic-hint", hint)
+
+    assert with_hint == without
+    assert [status for status, _ in without] == [200, 200, 200, 409, 402, 200, 200, 401]
+
+
+def test_the_hint_is_not_part_of_the_request(single, activate, consume, balance):
+    token = activate(single, "example.com").body["activation_token"]
+    first = consume(token, 5, "r-1", feature="rewrite", expected_remaining=1000)
+
+    for hint in (995, 7, None):
+        fields = {} if hint is None else {"expected_remaining": hint}
+        again = consume(token, 5, "r-1", feature="rewrite", **fields)
+        assert again.body == {**first.body, "replayed": True}, "a retry with another hint is the same request"
+    conflict = consume(token, 6, "r-1", feature="rewrite", expected_remaining=995)
+    assert (conflict.status, conflict.code) == (409, "idempotency_conflict")
+    assert balance(token).body["site"]["used"] == 5
+
+
+def test_a_current_hint_charges_in_one_request_where_the_environment_is_stale(
+    single, activate, consume, dynamodb_calls
+):
+    """Another environment spent since this one last saw the site: with the plugin's hint the
+    charge is one request, not the refused guess and its retry (nor, later, a read first)."""
+    from ai_credits.services import plugin as services
+
+    token = activate(single, "example.com").body["activation_token"]
+    consume(token, 10, "r-1")
+    memory = services.CONSUME_MEMORY
+    here = copy.deepcopy(memory._sites)
+    previous = consume(token, 20, "r-2").body["remaining"]  # as another environment would
+    memory._sites = here
+
+    dynamodb_calls.clear()
+    assert consume(token, 30, "r-3", expected_remaining=previous).body["remaining"] == 940
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
+
+    memory.stale(("lic-single", "example.com"))  # this environment would read first
+    dynamodb_calls.clear()
+    assert consume(token, 40, "r-4", expected_remaining=940).body["remaining"] == 900
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
+
+
+def test_a_wrong_hint_costs_its_refused_write_and_leaves_the_memory_as_it_was(
+    single, activate, consume, dynamodb_calls
+):
+    token = activate(single, "example.com").body["activation_token"]
+    consume(token, 10, "r-1")
+
+    dynamodb_calls.clear()
+    assert consume(token, 5, "r-2", expected_remaining=7).body["remaining"] == 985
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 2}
+
+    dynamodb_calls.clear()
+    assert consume(token, 5, "r-3").body["remaining"] == 980
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}, "the environment still guesses"
+
+
+def test_a_hint_in_a_new_environment_needs_the_term_of_the_license(
+    multi, activate, consume, portal, dynamodb_calls
+):
+    """The charge also names the site's term (the ledger entry records it). An environment that
+    saw another site of the license knows it: the hint alone charges. One that never saw the
+    license reads first, hint or not."""
+    from ai_credits.services import plugin as services
+
+    first = activate(multi, "a.com").body["activation_token"]
+    second = activate(multi, "b.com").body["activation_token"]
+    portal("put_allocations", "acct-1", "lic-multi", {"allocations": {"a.com": 600, "b.com": 300}})
+    services.forget_seen_balances()
+    consume(first, 1, "r-1")
+
+    dynamodb_calls.clear()
+    assert consume(second, 5, "r-2", expected_remaining=300).body["remaining"] == 295
+    assert dict(dynamodb_calls) == {"TransactWriteItems": 1}
+
+    services.forget_seen_balances()
+    dynamodb_calls.clear()
+    assert consume(second, 5, "r-3", expected_remaining=295).body["remaining"] == 290
+    assert dict(dynamodb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
 
 
 def test_a_replay_after_later_charges_repeats_the_first_answer(single, activate, consume):

@@ -230,6 +230,8 @@ def etag_of(body: dict[str, Any]) -> str:
 
 
 def _body_hash(amount: int, feature: str | None, subsite: str | None) -> str:
+    """What a replay of a ``request_id`` must repeat: the hint ``expected_remaining`` is not
+    part of it (a retry sends the ``remaining`` it last saw, which may have changed)."""
     canonical = json.dumps({"amount": amount, "feature": feature, "subsite": subsite}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -260,12 +262,14 @@ class ConsumeMemory:
 
     def __init__(self) -> None:
         self._sites: dict[tuple[str, str], _SiteMemory] = {}
+        self._license_terms: dict[str, str] = {}  # license id -> the last term seen of any site
 
     def _site(self, key: tuple[str, str]) -> _SiteMemory:
         site = self._sites.get(key)
         if site is None:
             if len(self._sites) >= self.MAX_SITES:
                 self._sites.clear()
+                self._license_terms.clear()
             site = self._sites[key] = _SiteMemory()
         return site
 
@@ -281,15 +285,20 @@ class ConsumeMemory:
         return site.remaining
 
     def term(self, key: tuple[str, str]) -> str | None:
-        """The site's term as last seen (None: not seen)."""
+        """The site's term as last seen, else the term last seen of another site of its license
+        (the sites of a license are in its term but during a renewal), else None: read first.
+        A wrong term is refused like a stale ``remaining``, and the refusal tells the right one."""
         site = self._sites.get(key)
-        return site.term if site is not None else None
+        if site is not None and site.term is not None:
+            return site.term
+        return self._license_terms.get(key[0])
 
     def saw(self, key: tuple[str, str], remaining: int | None, term: str | None = None) -> None:
         site = self._site(key)
         site.remaining = remaining
         if term is not None:
             site.term = term
+            self._license_terms[key[0]] = term
 
     def stale(self, key: tuple[str, str]) -> None:
         self._site(key).read_first_until = time.monotonic() + self.READ_FIRST_SECONDS
@@ -299,6 +308,7 @@ class ConsumeMemory:
 
     def forget(self) -> None:
         self._sites.clear()
+        self._license_terms.clear()
 
 
 CONSUME_MEMORY = ConsumeMemory()
@@ -320,7 +330,8 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
     they were: a bad token, an expired license, too few credits, a used ``request_id`` or a stale
     guess are told apart without reading, and a stale guess is retried with the value it
     returned. Without a guess, one strongly consistent BatchGetItem of the site and the ledger
-    entry comes first (it alone answers a replay or a bad token).
+    entry comes first (it alone answers a replay or a bad token). The plugin's optional hint,
+    ``expected_remaining``, is a guess like the environment's (``_first_guess``).
 
     Requests: 1 with a current guess; 2 with a read first or a stale guess. Under contention
     (stale twice in a row), the charge with ``remaining >= amount``, a read of ``remaining``
@@ -367,8 +378,8 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
         return site, None
 
     if not memory.contended(key):
-        guess, term = memory.guess(key), memory.term(key)
-        from_memory = guess is not None and term is not None
+        guess, term = _first_guess(memory, key, request.expected_remaining)
+        from_memory = request.expected_remaining is None and guess is not None and term is not None
         if guess is None or term is None:
             site, refusal = read_first()
             if refusal is not None:
@@ -405,6 +416,24 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
     # The first answer is kept with its ledger entry, so that a replay repeats it exactly.
     store.record_answer(token.license_id, token.site, request.request_id, subsite, remaining)
     return _charged(request, remaining)
+
+
+def _first_guess(
+    memory: ConsumeMemory, key: tuple[str, str], hint: int | None
+) -> tuple[int | None, str | None]:
+    """The compare-and-set's first guess of the site's ``remaining`` and term (None: read first).
+
+    The plugin's hint (the ``remaining`` of its previous answer) wins over the environment's
+    memory, even while that memory says to read first: a site's requests land on any
+    environment, so an environment holds the current figure about one time in as many as serve
+    the site, while the plugin saw the last answer unless another of its requests (or another
+    sub-site of a network) spent since. A wrong hint costs the refused write, whose refusal
+    brings the current figure (as a stale memory does); it never marks the memory stale. The
+    term always comes from the environment: an environment that never saw the site's license
+    reads first, hint or not.
+    """
+    term = memory.term(key)
+    return (memory.guess(key) if hint is None else hint), term
 
 
 def _charged(request: ConsumeRequest, remaining: int) -> ConsumeResponse:
