@@ -26,6 +26,9 @@ SCHEDULE_DECORATORS = [
     "logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)",
     *HTTP_DECORATORS[1:],
 ]
+# A batch of stream records has no one id to correlate by: each invocation's request id is it.
+STREAM_DECORATORS = ["logger.inject_lambda_context", *HTTP_DECORATORS[1:]]
+DECORATORS = {"renew": SCHEDULE_DECORATORS, "sweep_holds": SCHEDULE_DECORATORS, "stream": STREAM_DECORATORS}
 
 
 def _handler(path: Path) -> ast.FunctionDef:
@@ -38,7 +41,7 @@ def _handler(path: Path) -> ast.FunctionDef:
 
 @pytest.mark.parametrize("path", HANDLERS, ids=lambda path: path.parent.name)
 def test_every_handler_wears_the_same_decorators_in_the_same_order(path: Path) -> None:
-    expected = SCHEDULE_DECORATORS if path.parent.name in ("renew", "sweep_holds") else HTTP_DECORATORS
+    expected = DECORATORS.get(path.parent.name, HTTP_DECORATORS)
 
     assert [ast.unparse(decorator) for decorator in _handler(path).decorator_list] == expected
 

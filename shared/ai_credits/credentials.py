@@ -108,7 +108,7 @@ def seal_cursor(payload: dict[str, str]) -> str:
 def open_cursor(cursor: str) -> dict[str, str] | None:
     """The payload of a cursor this service sealed, or None for anything else."""
     body, _, mac = cursor.partition(".")
-    if len(cursor) > 2048 or not hmac.compare_digest(_cursor_mac(body), mac):
+    if len(cursor) > 2048 or not cursor.isascii() or not hmac.compare_digest(_cursor_mac(body), mac):
         return None
     try:
         payload = json.loads(_b64decode(body))
@@ -120,9 +120,9 @@ def open_cursor(cursor: str) -> dict[str, str] | None:
 
 
 def _cursor_mac(body: str) -> str:
-    return hmac.new(
-        license_key_pepper(), _CURSOR_DOMAIN + body.encode("ascii", "replace"), hashlib.sha256
-    ).hexdigest()[:32]
+    return hmac.new(license_key_pepper(), _CURSOR_DOMAIN + body.encode("ascii"), hashlib.sha256).hexdigest()[
+        :32
+    ]
 
 
 def _hash_token_secret(secret: bytes) -> str:

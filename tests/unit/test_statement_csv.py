@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 from ai_credits import derived
+from ai_credits.credentials import open_cursor, seal_cursor
 from ai_credits.services import usage
 
 
@@ -49,3 +52,13 @@ def test_the_csv_quotes_what_needs_it_and_never_starts_a_cell_with_a_formula(mon
         "grant_id": "",
         "feature": "",
     }
+
+
+@pytest.mark.parametrize("cursor", ["cs]¦Ì\u00f1.Ö*\x8fA", "é.é", "", ".", "a.b.c", "x" * 3000])
+def test_a_cursor_that_is_not_the_services_opens_to_nothing(cursor):
+    assert open_cursor(cursor) is None
+
+
+def test_a_sealed_cursor_opens_to_its_payload():
+    payload = {"license_id": "lic-1", "after": "2026-12-04T10:00:00Z#1#0001#CONSUME#a.com#r-1"}
+    assert open_cursor(seal_cursor(payload)) == payload
