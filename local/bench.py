@@ -26,12 +26,17 @@ What is measured, and how:
    processes of the same layout that only run ``import boto3; boto3.client("dynamodb")``. The
    import alone is measured too. Whole-process wall time; the ratio is the median of the
    per-round ratios. ``python -X importtime`` of the slowest function lists its top imports.
-3. **Throughput**: the local gateway (``local.gateway``, worker processes as execution
-   environments) on DynamoDB Local, 16 client threads consuming from one site for a fixed time;
-   ``services.consume`` called by 16 threads in this process (the same DynamoDB work without HTTP
-   and handler); 16 threads of raw conditional ``UpdateItem`` on one item of the same DynamoDB
-   Local. The order reverses every other round; medians of the rounds.
-4. **Package size**: each function's ``CodeUri`` and the layer, unzipped and zipped (deflate, in
+3. **Random routing**: 200 single-site licenses consume in rounds, each consume on one of 8
+   execution environments at random (the consume handler in this process, each environment its
+   own ``ConsumeMemory`` swapped in for the call), once without and once with the plugin's hint
+   (``expected_remaining``: the ``remaining`` of its previous answer); requests and WCU per
+   consume, and which path each took.
+4. **Throughput**: ``services.consume`` called by 16 threads in this process, each on a site of
+   its own, against 16 threads of raw boto3 ``TransactWriteItems`` of the same two items (the
+   charge captured from the use case), on the same DynamoDB Local in the same run; and the local
+   gateway (``local.gateway``, worker processes as execution environments), 16 clients on one
+   site and on a site each. The order reverses every other round; medians of the rounds.
+5. **Package size**: each function's ``CodeUri`` and the layer, unzipped and zipped (deflate, in
    memory, no ``__pycache__``). The layer's packages are installed for this machine's platform
    (the deployed one is arm64: compiled wheels differ slightly).
 
@@ -66,7 +71,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from local import REPO_ROOT
 from local.layer import lay_out, layer_packages
@@ -81,7 +86,7 @@ FRESHNESS_GOAL_S = 5.0
 
 # The goals of the issue.
 GOAL_COLD_RATIO = 1.3  # handler import + DynamoDB client <= 1.3x the boto3-only process
-GOAL_THROUGHPUT_RATIO = 0.5  # consume through the server >= 0.5x raw conditional UpdateItem
+GOAL_THROUGHPUT_RATIO = 0.8  # services.consume >= 0.8x raw TransactWriteItems of the same two items
 GOAL_HANDLER_P95_MS = 2.0  # in-process time minus DynamoDB time, p95
 CLIENTS = 16
 
@@ -911,13 +916,96 @@ class Scenarios:
 
 
 # --------------------------------------------------------------------------------------------------
+# Random routing: many sites' consumes on many execution environments
+# --------------------------------------------------------------------------------------------------
+
+ROUTING_SITES, ROUTING_ENVIRONMENTS = 200, 8
+GOAL_ROUTING_REQUESTS = 1.5  # mean DynamoDB requests per consume
+ROUTING_PATHS = ("current guess", "read first", "stale", "contended")
+
+
+@dataclass
+class Routing:
+    """The consumes of one random-routing run, each one's sample (its DynamoDB calls)."""
+
+    label: str
+    samples: list[Sample] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def requests(self) -> list[int]:
+        return [len(sample.calls) for sample in self.samples]
+
+    def write_units(self) -> list[float]:
+        """WCU per consume as AWS bills the charged transaction (its items twice); DynamoDB Local
+        reports none for a refused one (counted 0)."""
+        return [
+            sum((call.write_units or 0.0) * (2 if call.operation == "TransactWriteItems" else 1)
+                for call in sample.calls)
+            for sample in self.samples
+        ]  # fmt: skip
+
+    def shares(self) -> Counter[str]:
+        return Counter(_consume_path(sample) for sample in self.samples)
+
+
+def _consume_path(sample: Sample) -> str:
+    """Which path of ``services.consume`` a charged consume took, told by its requests."""
+    operations = [call.operation for call in sample.calls]
+    if "GetItem" in operations:
+        return "contended"
+    if operations.count("TransactWriteItems") > 1:
+        return "stale"
+    if "BatchGetItem" in operations:
+        return "read first"
+    return "current guess"
+
+
+def random_routing(scenarios: Scenarios, label: str, rounds: int, hint: bool, seed: int) -> Routing:
+    """``ROUTING_SITES`` single-site licenses each consume once per round, in a random order, each
+    consume landing on one of ``ROUTING_ENVIRONMENTS`` execution environments at random, as
+    Lambda routes them. An environment is its own ``ConsumeMemory``, swapped in for the call (the
+    use case reads ``plugin.CONSUME_MEMORY`` when called); the environments start empty. With
+    ``hint``, the plugin sends the ``remaining`` of its previous answer (``expected_remaining``)."""
+    from ai_credits.services import plugin
+
+    inv, rng = scenarios.invoker, random.Random(seed)
+    tokens = [scenarios.spender(f"route{seed}-{number}") for number in range(ROUTING_SITES)]
+    environments = [plugin.ConsumeMemory() for _ in range(ROUTING_ENVIRONMENTS)]
+    previous = [1000] * ROUTING_SITES  # the plugin's last answer: a fresh site holds it all
+    result, kept = Routing(label), plugin.CONSUME_MEMORY
+    try:
+        for round_index in range(rounds):
+            for site in rng.sample(range(ROUTING_SITES), ROUTING_SITES):
+                body: dict[str, Any] = {
+                    "amount": 1,
+                    "request_id": f"route-{round_index}",
+                    "feature": "rewrite",
+                }
+                if hint:
+                    body["expected_remaining"] = previous[site]
+                plugin.CONSUME_MEMORY = rng.choice(environments)
+                answer, sample = inv.invoke(
+                    "ConsumeFunction", inv.event("consume", body=body, token=tokens[site])
+                )
+                if answer.get("statusCode") != 200:
+                    result.failures[str(answer.get("statusCode"))] += 1
+                    continue
+                previous[site] = inv.body(answer)["remaining"]
+                result.samples.append(sample)
+    finally:
+        plugin.CONSUME_MEMORY = kept
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
 # Throughput
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Throughput:
-    """Requests per second by kind ("server", "service", "raw"), one figure per round."""
+    """Requests per second by kind ("server", "server_sites", "service", "raw"), one figure per
+    round; "raw" (TransactWriteItems of a charge's two items) is every ratio's denominator."""
 
     rates: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, Counter[str]] = field(default_factory=dict)
@@ -1002,15 +1090,16 @@ class _ServerClients:
 
 
 class _ServiceClients:
-    """The consume use case called directly (``services.consume``), 16 threads: DynamoDB's work
-    for a consume and the rules, without HTTP, the gateway's workers or the handler."""
+    """The consume use case called directly (``services.consume``), one thread per site: a
+    charge's DynamoDB work and the rules, without HTTP, the gateway's workers or the handler.
+    The threads share this process's environment (its client, its ``ConsumeMemory``)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, tokens: list[str]) -> None:
         from ai_credits import store
 
         store.reset_clients()  # a client of its own, without the per-operation instrumentation
         store.client()  # created before the threads start
-        self._authorization = f"Bearer {token}"
+        self._authorizations = [f"Bearer {token}" for token in tokens]
         self._run = uuid.uuid4().hex[:6]
 
     def __call__(self, thread: int, number: int) -> str:
@@ -1021,7 +1110,7 @@ class _ServiceClients:
 
         request = ConsumeRequest(amount=1, request_id=f"s{self._run}-{thread}-{number}")
         try:
-            plugin.consume(self._authorization, request, now())
+            plugin.consume(self._authorizations[thread], request, now())
         except DomainError as error:
             return error.code
         return "ok"
@@ -1031,11 +1120,12 @@ class _ServiceClients:
 
 
 class _RawClients:
-    """One boto3 client per thread (standard retries), conditional UpdateItem on one item."""
+    """Raw boto3 ``TransactWriteItems``, one client and one site per thread: the very two items
+    ``services.consume`` writes for a charge (the site's update with its conditions and its
+    compare-and-set on ``remaining``, the ledger entry's put), captured from one real consume of
+    the thread's site, then sent with a new request id and the thread's next ``remaining``."""
 
-    KEY: ClassVar[dict[str, Any]] = {"pk": {"S": "BENCH#raw"}, "sk": {"S": "RAW"}}
-
-    def __init__(self, clients: int) -> None:
+    def __init__(self, tokens: list[str]) -> None:
         import boto3
         from botocore.config import Config
 
@@ -1045,30 +1135,71 @@ class _RawClients:
             retries={"mode": "standard", "total_max_attempts": 4},
             tcp_keepalive=True,
         )
-        self._clients = [boto3.client("dynamodb", config=config) for _ in range(clients)]
-        self._clients[0].put_item(TableName=TABLE_NAME, Item={**self.KEY, "remaining": {"N": str(10**15)}})
+        self._clients = [boto3.client("dynamodb", config=config) for _ in tokens]
+        self._charges, self._remaining = self._captured_charges(tokens)
+        self._run = uuid.uuid4().hex[:6]
+
+    @staticmethod
+    def _captured_charges(tokens: list[str]) -> tuple[list[list[Any]], list[int]]:
+        """Each site's charge as ``services.consume`` sends it, and the site's ``remaining``."""
+        from ai_credits import store
+        from ai_credits.api import now
+        from ai_credits.models import ConsumeRequest
+        from ai_credits.services import plugin
+
+        charges: list[list[Any]] = []
+        transact = store.transact
+
+        def capture(items: Sequence[Any]) -> None:
+            charges.append(copy.deepcopy(list(items)))
+            transact(items)
+
+        store.transact = capture
+        try:
+            remaining = [
+                plugin.consume(
+                    f"Bearer {token}", ConsumeRequest(amount=1, request_id="raw-0"), now()
+                ).remaining
+                for token in tokens
+            ]
+        finally:
+            store.transact = transact
+        return charges, remaining
 
     def __call__(self, thread: int, number: int) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        (update,), (put,) = self._charges[thread][0].values(), self._charges[thread][1].values()
+        remaining, request_id = self._remaining[thread], f"r{self._run}-{number}"
+        values = {**update["ExpressionAttributeValues"], ":expected": {"N": str(remaining)}}
+        sort_key = put["Item"]["sk"]["S"].removesuffix("raw-0") + request_id
+        item = {
+            **put["Item"],
+            "sk": {"S": sort_key},
+            "request_id": {"S": request_id},
+            "remaining_after": {"N": str(remaining - 1)},
+        }
+        charge: list[Any] = [
+            {"Update": {**update, "ExpressionAttributeValues": values}},
+            {"Put": {**put, "Item": item}},
+        ]
         try:
-            self._clients[thread].update_item(
-                TableName=TABLE_NAME,
-                Key=self.KEY,
-                UpdateExpression="SET remaining = remaining - :a",
-                ConditionExpression="remaining >= :a",
-                ExpressionAttributeValues={":a": {"N": "1"}},
-            )
+            self._clients[thread].transact_write_items(TransactItems=charge)
         except ClientError as error:
             return str(error.response.get("Error", {}).get("Code", "ClientError"))
         except BotoCoreError as error:
             return type(error).__name__
+        self._remaining[thread] = remaining - 1
         return "ok"
+
+    def next_round(self) -> None:
+        self._run = uuid.uuid4().hex[:6]
 
 
 def throughput(template: dict[str, Any], concurrency: int, seconds: float, rounds: int) -> Throughput:
-    """Rounds of: consume through the gateway, consume through the service layer in this
-    process, raw UpdateItem; the order is reversed every other round."""
+    """Rounds of: consume through the local gateway (one site; a site per client), consume
+    through the use case in this process, raw TransactWriteItems of the same charge; the order
+    is reversed every other round."""
     from local.gateway import GatewaySettings, build_gateway
 
     settings = GatewaySettings()
@@ -1079,15 +1210,17 @@ def throughput(template: dict[str, Any], concurrency: int, seconds: float, round
         server.wait_until_warm()
         thread.start()
         token = _throughput_license(server.base_url, settings.admin_token)
-        tokens = [_throughput_license(server.base_url, settings.admin_token) for _ in range(CLIENTS)]
+
+        def sites() -> list[str]:  # each kind its own: one's charges never make another's guesses stale
+            return [_throughput_license(server.base_url, settings.admin_token) for _ in range(CLIENTS)]
+
         server_clients = _ServerClients(server.base_url, [token], CLIENTS)
-        sites_clients = _ServerClients(server.base_url, tokens, CLIENTS)
-        service_clients = _ServiceClients(token)
+        sites_clients = _ServerClients(server.base_url, sites(), CLIENTS)
         kinds: dict[str, Any] = {
             "server": server_clients,
             "server_sites": sites_clients,
-            "service": service_clients,
-            "raw": _RawClients(CLIENTS),
+            "service": _ServiceClients(sites()),
+            "raw": _RawClients(sites()),
         }
         for work in kinds.values():  # warm-up: connections, the workers' clients, DynamoDB Local's JIT
             _hammer(work, CLIENTS, 1.0)
@@ -1630,12 +1763,12 @@ def importtime_section(result: ColdStarts) -> Section:
 
 def throughput_section(result: Throughput, goals: Goals) -> Section:
     rounds = len(result.rates.get("raw", []))
-    ratio = median(result.ratios("server"))
+    ratio = median(result.ratios("service"))
     ok = ratio >= GOAL_THROUGHPUT_RATIO
     goals.add(
-        f"throughput: consume via the server ≥ {GOAL_THROUGHPUT_RATIO:g}x raw UpdateItem",
+        f"throughput: services.consume ≥ {GOAL_THROUGHPUT_RATIO:g}x raw TransactWriteItems (same items)",
         "",
-        f"{ratio:.2f}x ({median(result.rates['server']):,.0f} vs {median(result.rates['raw']):,.0f} req/s)",
+        f"{ratio:.2f}x ({median(result.rates['service']):,.0f} vs {median(result.rates['raw']):,.0f} req/s)",
         ok,
     )
 
@@ -1652,32 +1785,87 @@ def throughput_section(result: Throughput, goals: Goals) -> Section:
         return ", ".join(f"{count} x {code}" for code, count in counter.most_common(3)) or "none"
 
     rows = [
-        rate_row(f"consume via the local gateway, {CLIENTS} clients, one site (req/s)", "server"),
-        rate_row(f"consume via the local gateway, {CLIENTS} clients, a site each (req/s)", "server_sites"),
-        rate_row(f"consume via services.consume in-process, {CLIENTS} threads (req/s)", "service"),
-        rate_row(f"raw conditional UpdateItem, {CLIENTS} threads (req/s)", "raw"),
+        rate_row(f"services.consume in-process, {CLIENTS} threads, a site each (req/s)", "service"),
+        rate_row(f"raw TransactWriteItems of the same charge, {CLIENTS} threads, a site each (req/s)", "raw"),
         ratio_row(
-            "ratio gateway one site / raw",
-            "server",
+            "ratio services.consume / raw",
+            "service",
             f"≥{GOAL_THROUGHPUT_RATIO:g}x: " + ("ok" if ok else "MISS"),
         ),
-        ratio_row("ratio gateway a site each / raw", "server_sites", "—"),
-        ratio_row("ratio services.consume / raw (no HTTP, no handler)", "service", "—"),
+        rate_row(f"the local server: consume, {CLIENTS} clients, one site (req/s)", "server"),
+        rate_row(f"the local server: consume, {CLIENTS} clients, a site each (req/s)", "server_sites"),
+        ratio_row("ratio the local server, a site each / raw", "server_sites", "—"),
     ]
     return Section(
-        "Throughput on DynamoDB Local (raw: one item)",
+        "Throughput on DynamoDB Local",
         ["measure", *[f"round {index + 1}" for index in range(rounds)], "median", "goal"],
         rows,
         [
-            f"{result.seconds:g} s per measure, the order reverses every other round; gateway with "
-            f"{result.concurrency} execution environments (worker processes); only successes count",
-            "one site: every client spends from one pool (its item is hot: the environments' guesses of "
-            "remaining go stale, they charge, then read); a site each: 16 single-site licenses, the "
-            "plugin's usual load (each site's requests still land on any environment)",
-            "services.consume: the one-site use case called by 16 threads of this process (one "
-            "environment's memory, the GIL) without the gateway and the handler",
-            f"errors: gateway {errors('server')}; a site each {errors('server_sites')}; "
-            f"services.consume {errors('service')}; raw {errors('raw')}",
+            f"{result.seconds:g} s per measure, the order reverses every other round; only successes count",
+            "services.consume: the use case called by 16 threads of this process, each spending from a "
+            "single-site license of its own (one environment's client and memory, the GIL); raw: 16 "
+            "threads, a boto3 client each, sending the two items a charge writes (the site's update with "
+            "its conditions and compare-and-set, the ledger entry's put) as captured from services.consume, "
+            "each thread on a site of its own",
+            f"the local server: the local gateway with {result.concurrency} execution environments (worker "
+            "processes) in front of the handler, on the same 2 cores as DynamoDB Local: mostly a figure of "
+            "the emulator and the gateway. One site: every client spends from one pool (the environments' "
+            "guesses go stale: charge, then read); a site each: 16 single-site licenses",
+            f"errors: services.consume {errors('service')}; raw {errors('raw')}; "
+            f"local server {errors('server')}; a site each {errors('server_sites')}",
+        ],
+    )
+
+
+def routing_section(runs: list[Routing], rounds: int, goals: Goals) -> Section:
+    sites, environments = ROUTING_SITES, ROUTING_ENVIRONMENTS
+    goal = (
+        f"consume, {sites} sites on {environments} environments at random: "
+        f"mean ≤ {GOAL_ROUTING_REQUESTS:g} requests"
+    )
+    rows: list[list[str]] = []
+    figures: list[str] = []
+    for index, run in enumerate(runs):
+        requests, units, shares = run.requests(), run.write_units(), run.shares()
+        mean = statistics.fmean(requests) if requests else math.nan
+        verdict = "—"
+        if index == len(runs) - 1:  # the plugin's hint: the goal's figure
+            ok = mean <= GOAL_ROUTING_REQUESTS
+            verdict = f"≤{GOAL_ROUTING_REQUESTS:g}: " + ("ok" if ok else "MISS")
+            goals.add(goal, "", "; ".join([*figures, f"{run.label}: {mean:.2f}"]), ok)
+        figures.append(f"{run.label}: {mean:.2f}")
+        rows.append([
+            run.label, str(len(requests)), f"{mean:.2f}", f"{percentile(requests, 0.95):g}",
+            f"{statistics.fmean(units):.1f}" if units else "",
+            f"{percentile(units, 0.95):g}" if units else "",
+            *[f"{100 * shares[path] / max(1, len(requests)):.0f}%" for path in ROUTING_PATHS],
+            verdict,
+        ])  # fmt: skip
+    failures = "; ".join(
+        f"{run.label}: " + ", ".join(f"{count} x {status}" for status, count in run.failures.most_common())
+        for run in runs
+        if run.failures
+    )
+    first_sightings = environments * (1 - (1 - 1 / environments) ** rounds) / rounds
+    return Section(
+        f"Consumes under random routing: {sites} sites, {environments} execution environments",
+        ["plugin sends", "consumes", "requests mean", "p95", "WCU AWS mean", "p95", *ROUTING_PATHS, "goal"],
+        rows,
+        [
+            f"{sites} single-site licenses, {rounds} rounds: each site consumes 1 credit once a round, in a "
+            "random order, each consume on one of the environments at random (the handler in this process; "
+            "each environment its own ConsumeMemory, all empty at the start)",
+            "paths: current guess 1 TransactWriteItems; read first BatchGetItem + TransactWriteItems (no "
+            "guess, or read-first after a stale one); stale: a refused guess and its retry (2 "
+            "TransactWriteItems, +1 BatchGetItem after a read); contended: TransactWriteItems + GetItem + "
+            "UpdateItem",
+            "WCU AWS: the charged transaction's items twice, as AWS bills them; DynamoDB Local reports no "
+            "capacity for a refused transaction (counted 0 here; AWS bills its condition checks)",
+            f"an environment holds a site's current remaining about one time in {environments}; the hint is "
+            "the remaining of the plugin's previous answer. The site's term comes from the environment: "
+            "an environment's first consume of a site reads first, hint or not; expected share of those "
+            f"first sightings over {rounds} rounds: {100 * first_sightings:.0f}%",
+            *([f"unexpected answers: {failures}"] if failures else []),
         ],
     )
 
@@ -1777,6 +1965,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput measure (4)")
     parser.add_argument("--throughput-rounds", type=int, default=3, help="throughput rounds (3)")
     parser.add_argument(
+        "--routing-rounds", type=int, default=20, help="consumes per site under random routing (20)"
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=0, help="gateway workers (default: 2xcores, 8..16)"
     )
     parser.add_argument("--freshness-samples", type=int, default=20, help="consumes timed until derived (20)")
@@ -1785,6 +1976,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.iterations, args.heavy_iterations, args.rounds = 20, 4, 2
         args.seconds, args.throughput_rounds, args.freshness_samples = 1.0, 1, 3
+        args.routing_rounds = 3
     return args
 
 
@@ -1844,10 +2036,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         abandoned = scenarios.run(args.iterations, args.heavy_iterations)
         _log("stream processor: the backlog, batches of 100 records")
         streamed = stream_figures(scenarios)
+        _log(
+            f"random routing: {ROUTING_SITES} sites x {args.routing_rounds} consumes on "
+            f"{ROUTING_ENVIRONMENTS} environments, without and with the plugin's hint"
+        )
+        routed = [
+            random_routing(scenarios, label, args.routing_rounds, hint, seed=index)
+            for index, (label, hint) in enumerate(
+                (("no hint", False), ("expected_remaining: its previous answer", True))
+            )
+        ]
 
         # 4. Throughput through the gateway.
         _log(
-            f"throughput: {args.throughput_rounds} rounds x 3 x {args.seconds:g} s, {CLIENTS} clients, "
+            f"throughput: {args.throughput_rounds} rounds x 4 x {args.seconds:g} s, {CLIENTS} clients, "
             f"{concurrency} execution environments"
         )
         rate = throughput(template, concurrency, args.seconds, args.throughput_rounds)
@@ -1858,6 +2060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections.append(operations_section(list(scenarios.operations.values()), goals))
     if abandoned:
         sections[-1].notes.append(f"{abandoned} steps answered unexpectedly and were abandoned (see stderr)")
+    sections.append(routing_section(routed, args.routing_rounds, goals))
     sections.append(stream_section(streamed, goals))
     sections.append(freshness_section(fresh, goals))
     sections.append(cold_start_section(cold, goals))
