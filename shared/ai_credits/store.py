@@ -1529,11 +1529,13 @@ def write_capture(license_id: str, site: Site, token_hash: str, hold: Hold, capt
     transact([entry_update, site_update])
 
 
-def write_release(license_id: str, site: Site | None, hold: Hold, status: str, now: str) -> None:
+def write_release(
+    license_id: str, site: Site | None, hold: Hold, status: str, now: str, token_hash: str | None = None
+) -> None:
     """Close an open hold as ``status`` (released, or expired past its time): its credits return
     to the site's ``remaining`` when ``site`` is given (the activation and term it was placed
-    on), else (the site moved on: its renewal or deactivation released them) only the hold
-    closes. Once: only while the hold is open."""
+    on; with ``token_hash``, still that token's), else (the site moved on: its renewal or
+    deactivation released them) only the hold closes. Once: only while the hold is open."""
     answer = site.remaining + hold.held if site is not None else None
     entry_update = _update(
         consume_entry_key(license_id, hold.site, hold.hold_id, hold.subsite),
@@ -1551,7 +1553,7 @@ def write_release(license_id: str, site: Site | None, hold: Hold, status: str, n
     )
     items = [entry_update]
     if site is not None:
-        condition, values = _site_of_hold(site, None, " AND held >= :held")
+        condition, values = _site_of_hold(site, token_hash, " AND held >= :held")
         items.append(
             _update(
                 site_key(license_id, site.site),

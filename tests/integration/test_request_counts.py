@@ -111,23 +111,49 @@ def _hold(name: str, token: str, hold_id: str, body: Any = ...):
     return invoke(name, hold_event(name, token, hold_id, body))
 
 
-def test_holds_captures_and_releases_are_two_requests_on_dynamodb_local(dynamodb_local_calls):
+def test_holds_captures_and_releases_are_one_request_when_the_environment_knows_the_site(
+    dynamodb_local_calls,
+):
+    from ai_credits.services import plugin as services
+
     token = _provisioned_token()
-    for hold_id in ("hold-1", "hold-2"):
-        dynamodb_local_calls.clear()
-        placed = invoke(
-            "hold_create", make_event("hold_create", body={"hold_id": hold_id, "amount": 20}, token=token)
-        )
-        assert placed.status == 201
-        assert dict(dynamodb_local_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
-
+    services.forget_seen_balances()  # a new execution environment: it reads first
     dynamodb_local_calls.clear()
-    assert _hold("hold_capture", token, "hold-1", {"amount": 12}).status == 200
+    placed = invoke(
+        "hold_create", make_event("hold_create", body={"hold_id": "hold-1", "amount": 20}, token=token)
+    )
+    assert (placed.status, placed.body["remaining"]) == (201, 980)
     assert dict(dynamodb_local_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
 
+    # It knows the site (and the hold it placed) now: each is its one conditional write
     dynamodb_local_calls.clear()
-    assert _hold("hold_release", token, "hold-2").status == 200
-    assert dict(dynamodb_local_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
+    placed = invoke(
+        "hold_create", make_event("hold_create", body={"hold_id": "hold-2", "amount": 30}, token=token)
+    )
+    assert (placed.status, placed.body["remaining"]) == (201, 950)
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1}
+
+    dynamodb_local_calls.clear()
+    captured = _hold("hold_capture", token, "hold-1", {"amount": 12})
+    assert (captured.status, captured.body["remaining"]) == (200, 958)
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1}
+
+    dynamodb_local_calls.clear()
+    released = _hold("hold_release", token, "hold-2")
+    assert (released.status, released.body["remaining"]) == (200, 988)
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 1}
+
+    # Another environment spent meanwhile: the guess is refused, read, written (3), answers exact
+    assert _consume(token, 8, "elsewhere").status == 200
+    services.CONSUME_MEMORY.saw(
+        (parse_activation_token(token).license_id, parse_activation_token(token).site), 988
+    )
+    dynamodb_local_calls.clear()
+    placed = invoke(
+        "hold_create", make_event("hold_create", body={"hold_id": "hold-3", "amount": 10}, token=token)
+    )
+    assert (placed.status, placed.body["remaining"]) == (201, 970)
+    assert dict(dynamodb_local_calls) == {"TransactWriteItems": 2, "BatchGetItem": 1}
 
 
 def test_grants_and_refunds_are_two_requests_on_dynamodb_local(dynamodb_local_calls):

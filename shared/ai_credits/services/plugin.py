@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ai_credits import rules, store
@@ -242,6 +242,7 @@ class _SiteMemory:
     term: str | None = None  # the last ``term_start`` seen ("": an item older than the field)
     read_first_until: float = 0.0  # a guess from memory went stale: read first until then
     contended_until: float = 0.0  # guesses went stale twice in a row: do not guess until then
+    read: Site | None = None  # the site as last read (its activation, token, network: for holds)
 
 
 class ConsumeMemory:
@@ -299,6 +300,21 @@ class ConsumeMemory:
         if term is not None:
             site.term = term
             self._license_terms[key[0]] = term
+
+    def read(self, key: tuple[str, str], site: Site) -> None:
+        """A read of the site: its figures to guess with, the rest for a hold's write."""
+        self.saw(key, site.remaining, site.term_start)
+        self._site(key).read = site
+
+    def known_site(self, key: tuple[str, str]) -> Site | None:
+        """The site as last read, with the ``remaining`` and term last seen, when there is a
+        current guess (else None: read first). A hold, a capture or a release writes with it as
+        the compare-and-set's expected values."""
+        site = self._sites.get(key)
+        guess, term = self.guess(key), self.term(key)
+        if site is None or site.read is None or guess is None or term is None or self.contended(key):
+            return None
+        return replace(site.read, remaining=guess, term_start=term)
 
     def stale(self, key: tuple[str, str]) -> None:
         self._site(key).read_first_until = time.monotonic() + self.READ_FIRST_SECONDS
@@ -372,7 +388,10 @@ def consume(authorization: str | None, request: ConsumeRequest, now: str) -> Con
 
     def read_first() -> tuple[Site | None, store.ConsumeRefused | None]:
         site, used_entry = store.read_for_consume(token.license_id, token.site, request.request_id, subsite)
-        memory.saw(key, site.remaining if site is not None else None, site.term_start if site else None)
+        if site is not None:
+            memory.read(key, site)
+        else:
+            memory.saw(key, None)
         if site is None or not token.matches(site.token_hash) or used_entry is not None:
             return site, store.ConsumeRefused(site_failed=True, site=site, entry=used_entry)
         return site, None
