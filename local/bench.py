@@ -648,7 +648,8 @@ class Scenarios:
         self.tag = uuid.uuid4().hex[:8]
         self.now = dt.datetime.now(dt.UTC)
         consume = "consume: 1 request (≤ 4 WCU, items under 1 KB)"
-        lifecycle = "hold, capture, release, grant, refund: ≤ 2 requests"
+        holds = "hold, capture, release: 1 request when the environment knows the site and the hold"
+        lifecycle = "grant, refund: ≤ 2 requests"
         balance, activate = "balance: 1 request", "activate: ≤ 2 requests"
         apply, renew = (
             "allocate: ≤ 2 requests (up to 98 sites)",
@@ -671,9 +672,9 @@ class Scenarios:
             Operation("renew (97 sites)", 0, renew, 5),
             Operation("renew (1,000 sites)", 0, renew, 3 + 11 + 1),
             Operation("provision (new license)", 201),
-            Operation("hold (placed)", 201, lifecycle, 2),
-            Operation("capture", 200, lifecycle, 2),
-            Operation("release", 200, lifecycle, 2),
+            Operation("hold (placed)", 201, holds, 1),
+            Operation("capture", 200, holds, 1),
+            Operation("release", 200, holds, 1),
             Operation("grant", 201, lifecycle, 2),
             Operation("refund", 201, lifecycle, 2),
             Operation("usage (plugin, its term)", 200, READS_GOAL, 2),
