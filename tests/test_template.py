@@ -161,8 +161,9 @@ class Recorder:
 @pytest.fixture
 def recorder(moto_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     """A fresh moto table (with its stream), the pepper in moto's SSM, read as in AWS (by parameter
-    name), and the stack's bus in moto's EventBridge; every DynamoDB, SSM and EventBridge client
-    created from now on reports to the recorder."""
+    name), and the stack's bus in moto's EventBridge; the functions' DynamoDB client
+    (``store.client()``) and every SSM and EventBridge client created from now on report to the
+    recorder."""
     from ai_credits import store
 
     recorder = Recorder()
@@ -176,15 +177,14 @@ def recorder(moto_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recor
     monkeypatch.setenv("LICENSE_KEY_PEPPER_PARAMETER", PEPPER_PARAMETER)
     boto3.client("events").create_event_bus(Name=EVENT_BUS)
     monkeypatch.setenv("EVENT_BUS_NAME", EVENT_BUS)
-    store.reset_clients()  # the next client is created from the default session, with the hook
+    store.reset_clients()  # settings are read again, with the parameter
     bus.client.cache_clear()
-    session.events.register("before-parameter-build.dynamodb", recorder)
+    store.client().meta.events.register("before-parameter-build.dynamodb", recorder)
     session.events.register("before-parameter-build.ssm", recorder.ssm)
     session.events.register("before-parameter-build.events", recorder.events)
     try:
         yield recorder
     finally:
-        session.events.unregister("before-parameter-build.dynamodb", recorder)
         session.events.unregister("before-parameter-build.ssm", recorder.ssm)
         session.events.unregister("before-parameter-build.events", recorder.events)
         store.reset_clients()  # settings and pepper are read again, without the parameter

@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import ActivationLimitReached, LicenseExpired, MalformedJson, NotFound, Unauthorized
 from ai_credits.models import ActivationRequest, ActivationResponse
 from ai_credits.observability import ACTIVATIONS_PREFIX, logger, metrics, tracer
@@ -54,3 +55,6 @@ def deactivate() -> Response[None]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -12,6 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import BelowUsed, LicenseExpired, MalformedJson, NotFound, OverAllocation, Unauthorized
 from ai_credits.models import AllocationRequest, CreditsView, DeactivationRequest, LicenseId
 from ai_credits.observability import ALLOCATIONS_APPLIED, logger, metrics, tracer
@@ -58,3 +59,6 @@ def deactivate_site(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -10,6 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, etag_matches, json_response, now, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import Unauthorized
 from ai_credits.models import BalanceResponse, SiteUsage
 from ai_credits.observability import logger, metrics, tracer
@@ -54,3 +55,6 @@ def site_usage():  # type: ignore[no-untyped-def]  # unannotated: Powertools wou
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import (
     HoldCaptured,
     HoldExpired,
@@ -123,3 +124,6 @@ def get_hold(hold_id: HoldId, subsite_url: SubsiteUrl = None) -> Response[dict[s
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -11,6 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import create_app, error_responses, json_response, now, portal_account, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import NotFound, Unauthorized, ValidationFailed
 from ai_credits.models import CreditsView, LedgerPage, LicenseId, LicenseList, LicenseUsage
 from ai_credits.observability import logger, metrics, tracer
@@ -100,3 +101,6 @@ def license_ledger(  # type: ignore[no-untyped-def]  # unannotated: the CSV answ
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.access import require_billing_caller
 from ai_credits.api import create_app, error_responses, json_response, now, success
+from ai_credits.coldstart import init_done
 from ai_credits.errors import (
     ActivationLimitReached,
     Forbidden,
@@ -99,3 +100,6 @@ def post_refund(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+init_done()  # last: see ai_credits.coldstart

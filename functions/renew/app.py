@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import now as current_time
 from ai_credits.api import scheduled_now
+from ai_credits.coldstart import init_done
 from ai_credits.observability import (
     LICENSES_EXPIRED,
     LICENSES_RENEWED,
@@ -47,3 +48,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("renewal failures", extra={"failed": report.failed})
     logger.info("renewal run", extra={key: value for key, value in result.items() if key != "failed"})
     return result
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -16,6 +16,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ai_credits.coldstart import init_done
 from ai_credits.observability import (
     EVENTS_PUBLISHED,
     STATEMENT_ENTRIES,
@@ -54,3 +55,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         },
     )
     return {"batchItemFailures": report.failures()}
+
+
+init_done()  # last: see ai_credits.coldstart

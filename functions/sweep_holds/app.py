@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ai_credits.api import scheduled_now
+from ai_credits.coldstart import init_done
 from ai_credits.observability import HOLDS_EXPIRED, logger, metrics, tracer
 from ai_credits.services import holds
 
@@ -30,3 +31,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name=HOLDS_EXPIRED, unit=MetricUnit.Count, value=released)
     logger.info("hold sweep", extra={"now": now, "released": released})
     return {"now": now, "released": released}
+
+
+init_done()  # last: see ai_credits.coldstart

@@ -45,6 +45,8 @@ _TRACING_ON = """
 from ai_credits.observability import tracer
 assert not tracer.disabled and 'aws_xray_sdk.core' in sys.modules, 'tracing is on in Lambda'
 assert 'botocore.client' not in sys.modules, 'botocore is imported by the first request, not at import'
+import gc
+assert gc.get_freeze_count(), 'in Lambda the init phase ends with ai_credits.coldstart.init_done()'
 import boto3, botocore.client
 boto3.client('dynamodb')
 assert getattr(botocore.client, '_xray_enabled', False), 'botocore is patched for X-Ray'
