@@ -912,6 +912,37 @@ def test_every_function_is_traced(template: dict[str, Any]) -> None:
     assert all("Tracing" not in function["Properties"] for function in _functions(template).values())
 
 
+def test_every_function_starts_from_a_snapstart_snapshot_through_its_alias(template: dict[str, Any]) -> None:
+    """SnapStart snapshots published versions only: every function publishes one per deployment
+    under the alias ``live`` (AutoPublishAlias), and nothing SnapStart refuses is configured."""
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert function_globals["AutoPublishAlias"] == "live"
+    major, minor = function_globals["Runtime"].removeprefix("python").split(".")
+    assert (int(major), int(minor)) >= (3, 12), "SnapStart for Python starts with python3.12"
+    for logical_id, function in _functions(template).items():
+        properties = function["Properties"]
+        assert not {"SnapStart", "AutoPublishAlias", "Runtime"} & properties.keys(), logical_id
+        refused = {"ProvisionedConcurrencyConfig", "FileSystemConfigs"} & properties.keys()
+        assert not refused, f"{logical_id}: SnapStart does not support {refused}"
+        assert properties.get("EphemeralStorage", {}).get("Size", 512) <= 512, logical_id
+
+
+def test_every_trigger_is_a_sam_event_so_it_invokes_the_alias(template: dict[str, Any]) -> None:
+    """SAM points a function's own events (HttpApi, ScheduleV2, DynamoDB) at its alias; a trigger
+    written as a resource naming the function would invoke $LATEST, which has no snapshot."""
+    functions = set(_functions(template))
+    direct = {"AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping", "AWS::Scheduler::Schedule",
+              "AWS::Events::Rule", "AWS::Lambda::EventInvokeConfig"}  # fmt: skip
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] in direct:
+            named = {name for name in functions if name in json.dumps(resource["Properties"])}
+            assert not named, f"{logical_id} targets {named} directly, not their alias"
+    for logical_id, function in _functions(template).items():
+        kinds = {event["Type"] for event in function["Properties"].get("Events", {}).values()}
+        assert kinds and kinds <= {"HttpApi", "ScheduleV2", "DynamoDB"}, (logical_id, kinds)
+
+
 def test_the_outputs_give_the_api_url_the_table_the_bus_and_the_queues(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     (api_id,) = _resources(template, "AWS::Serverless::HttpApi")

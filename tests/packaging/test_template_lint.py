@@ -151,16 +151,17 @@ def test_the_roles_sam_generates_hold_nothing_more_than_the_template_asks(sam: P
         }
         for logical_id, properties in functions.items()
     }
+    # The schedules invoke the functions' alias "live" (AutoPublishAlias): the SnapStart version.
     expected["RenewFunctionHourlyRole"] = {
         "managed": [],
         "statements": [
-            ["lambda:InvokeFunction", {"Fn::GetAtt": ["RenewFunction", "Arn"]}],
+            ["lambda:InvokeFunction", {"Ref": "RenewFunctionAliaslive"}],
             ["sqs:SendMessage", queue],
         ],
     }
     expected["HoldSweeperFunctionEveryMinuteRole"] = {
         "managed": [],
-        "statements": [["lambda:InvokeFunction", {"Fn::GetAtt": ["HoldSweeperFunction", "Arn"]}]],
+        "statements": [["lambda:InvokeFunction", {"Ref": "HoldSweeperFunctionAliaslive"}]],
     }
     expected["EventsWebhookRole"] = {
         "managed": [],
