@@ -2,14 +2,15 @@
 
 Everything a function's init phase creates (modules, classes, the resolver and its routes, the
 Logger), and the DynamoDB client its first request creates, live as long as the execution
-environment. Yet CPython's collector walks them again and again while they are being made: the
-full collections that hundreds of thousands of new objects trigger (botocore's service model,
-pydantic's schemas) find nothing to free. So every ``app.py`` ends with ``init_done()``, which
-moves what the import made to the collector's permanent generation (``gc.freeze()``), and
-``store.client()`` makes the client inside ``permanent()``: no collection while it is being made,
-frozen once made. Together about a quarter of a cold start (``make bench``), and collections on
-warm requests get cheaper as well. Only in Lambda (``LAMBDA_TASK_ROOT``): a test run or ``make
-run`` imports many functions into one long process, where a frozen garbage cycle would stay.
+environment. Yet CPython's collector, run by the count of allocations, keeps examining them while
+they are being made, and now and then all of them (some 80,000 objects once the client exists:
+half from the import, half botocore's service model), finding nothing to free. So every
+``app.py`` ends with ``init_done()``, which moves what the import made to the collector's
+permanent generation (``gc.freeze()``), and ``store.client()`` makes the client inside
+``permanent()``: no collection while it is being made, frozen once made. Together about a quarter
+of a cold start (``make bench``), and collections on warm requests get cheaper as well. Only in
+Lambda (``LAMBDA_TASK_ROOT``): a test run or ``make run`` imports many functions into one long
+process, where a frozen garbage cycle would stay.
 
 Under SnapStart (template.yaml) the init phase runs once per published version and every cold
 start restores its snapshot, so nothing made during init may need to be unique. The AWS clients
