@@ -21,7 +21,7 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test lint lock requirements check-requirements sam soak bench audit openapi clean java chromium dynamodb-local
+.PHONY: help setup run test lint lock requirements check-requirements sam soak bench audit openapi clean java chromium php dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
@@ -34,7 +34,7 @@ help:
 	@echo "make openapi  regenerate openapi.json from the functions' resolvers"
 	@echo "make clean  remove .venv, .local (including local data) and caches"
 
-setup: $(VENV_STAMP) java chromium dynamodb-local
+setup: $(VENV_STAMP) java chromium php dynamodb-local
 
 # uv itself, from PyPI with pip, in its own venv (nothing assumed installed but python3).
 $(UV_STAMP):
@@ -94,6 +94,14 @@ chromium:
 	  echo "chromium not found: installing it (apt-get)"; \
 	  $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+# The PHP client's tests (tests/clients) run clients/php in php-cli with cURL; installed from
+# Debian only when `php` (or its cURL extension) is missing.
+php:
+	@{ command -v php >/dev/null 2>&1 && php -r 'exit(function_exists("curl_init") ? 0 : 1);'; } || { \
+	  echo "php-cli with cURL not found: installing php-cli and php-curl (apt-get)"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends php-cli php-curl; }
 
 dynamodb-local: $(DYNAMODB_LOCAL_JAR)
 
