@@ -43,6 +43,7 @@ import base64
 import binascii
 import decimal
 import hmac
+import html
 import importlib.util
 import json
 import logging
@@ -846,7 +847,35 @@ def _swagger_page() -> bytes:
         "/docs",
         None,
     )
-    return page.encode("utf-8")
+    return page.replace("<body>", "<body>\n" + _docs_links(), 1).encode("utf-8")
+
+
+#: The repository's documentation (``docs/*.md``), served as plain text at ``/local/docs/<page>.md``
+#: (local only, like every ``/local/...`` path) and linked above Swagger UI.
+DOCS_DIR = REPO_ROOT / "docs"
+DOCS_PAGES_PREFIX = "/local/docs/"
+_DOCS_PAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.md", re.IGNORECASE)
+
+
+def docs_page(raw_path: str) -> Path | None:
+    """The file of ``docs/`` that ``raw_path`` names (``/local/docs/api.md``), or None: only a plain
+    file name (no ``/``, ``..``, ``%`` or other characters) of a Markdown file that is in ``docs/``."""
+    name = raw_path.removeprefix(DOCS_PAGES_PREFIX)
+    if name == raw_path or not _DOCS_PAGE_NAME.fullmatch(name):
+        return None
+    pages = {page.name: page for page in DOCS_DIR.glob("*.md") if page.is_file()}
+    return pages.get(name)
+
+
+def _docs_links() -> str:
+    names = sorted(
+        (page.name for page in DOCS_DIR.glob("*.md")), key=lambda name: (name != "README.md", name)
+    )
+    links = " | ".join(
+        f'<a href="{DOCS_PAGES_PREFIX}{html.escape(name)}">{html.escape(name)}</a>' for name in names
+    )
+    style = "font-family: sans-serif; padding: 8px 20px"
+    return f'<nav id="docs-pages" style="{style}">Documentation: {links}</nav>'
 
 
 #: Served by the local gateway only (not routes of template.yaml): path -> (content type, body).
@@ -1130,6 +1159,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(
                 200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0]
             )
+            return
+        page = docs_page(raw_path) if self.command in ("GET", "HEAD") else None
+        if page is not None and self.server.match("GET", raw_path) is None:
+            headers = [("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")]
+            self._send(200, headers, page.read_bytes(), content_type="text/plain; charset=utf-8")
             return
         if raw_path == DEMO_PATH and self.server.match(self.command, raw_path) is None:
             self._console_demo(body)
