@@ -558,3 +558,33 @@ def test_a_deactivation_whose_answer_was_lost_is_done(
         ("drop", 204),
         ("relayed", 401),
     ]
+
+
+def test_the_refresh_icon_on_another_page_load_sends_the_etag_of_the_cached_balance(
+    php: str, proxy: FaultyProxy, new_license: Callable[..., License], tmp_path: Path
+) -> None:
+    """With a BalanceCache that outlives the process (a transient in WordPress; a file here), the
+    next page load's balance() is a 304 answered from the cache."""
+    lic, cache = new_license(), str(tmp_path / "balance.json")
+    first = run_php(php, proxy.url, [_activate(lic), op("balance")], balance_cache_file=cache)
+    second = run_php(
+        php, proxy.url, [op("balance"), op("etag")], balance_cache_file=cache, token=first["token"]
+    )
+    assert ok(second["results"][0]) == ok(first["results"][1])
+    third = run_php(
+        php,
+        proxy.url,
+        [op("consume", amount=2), op("balance")],
+        balance_cache_file=cache,
+        token=first["token"],
+    )
+    assert ok(third["results"][1])["site"]["remaining"] == 98
+    balances = proxy.sent("GET", "/v1/balance")
+    assert [exchange.upstream_status for exchange in balances] == [200, 304, 200]
+    assert (
+        balances[1].headers["if-none-match"]
+        == balances[2].headers["if-none-match"]
+        == ok(second["results"][1])
+    )
+    # a page load's first consume sends the cached balance's remaining as its hint
+    assert proxy.sent("POST", "/v1/consume")[0].body["expected_remaining"] == 100

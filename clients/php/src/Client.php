@@ -42,15 +42,14 @@ final class Client
     private readonly float $maxRetryDelay;
     /** @var callable(float): void */
     private $sleep;
-    private ?string $etag = null;
-    /** @var array<string, mixed>|null */
-    private ?array $cachedBalance = null;
+    private readonly BalanceCache $balances;
     private ?int $lastRemaining = null;
 
     /**
-     * @param array{max_attempts?: int, timeout?: float, max_retry_delay?: float, sleep?: callable(float): void} $options
+     * @param array{max_attempts?: int, timeout?: float, max_retry_delay?: float, sleep?: callable(float): void, balance_cache?: BalanceCache} $options
      *   max_attempts: tries per request in all (default 3); timeout: seconds per try (10);
      *   max_retry_delay: the longest wait between tries, whatever Retry-After says (5);
+     *   balance_cache: where the last balance and its ETag are kept (default: in this object);
      *   sleep: how to wait (seconds), for tests.
      */
     public function __construct(
@@ -65,6 +64,7 @@ final class Client
         $this->maxAttempts = max(1, (int) ($options['max_attempts'] ?? 3));
         $this->timeout = (float) ($options['timeout'] ?? 10.0);
         $this->maxRetryDelay = (float) ($options['max_retry_delay'] ?? 5.0);
+        $this->balances = $options['balance_cache'] ?? new InMemoryBalanceCache();
         $this->sleep = $options['sleep'] ?? static function (float $seconds): void {
             if ($seconds > 0) {
                 usleep((int) round($seconds * 1_000_000));
@@ -127,17 +127,16 @@ final class Client
      */
     public function balance(): array
     {
-        $headers = [];
-        if ($this->etag !== null && $this->cachedBalance !== null) {
-            $headers['If-None-Match'] = $this->etag;
-        }
+        $cached = $this->balances->load();
+        $headers = $cached === null ? [] : ['If-None-Match' => $cached['etag']];
         $response = $this->call('GET', '/v1/balance', null, true, $headers);
-        if ($response->status === 304 && $this->cachedBalance !== null) {
-            return $this->cachedBalance;
+        if ($response->status === 304 && $cached !== null) {
+            $this->noteRemaining($cached['balance']['site']['remaining'] ?? null);
+            return $cached['balance'];
         }
         $balance = $this->json($response);
-        $this->etag = $response->header('etag');
-        $this->cachedBalance = $balance;
+        $etag = $response->header('etag');
+        $etag === null ? $this->balances->clear() : $this->balances->save($etag, $balance);
         $this->noteRemaining($balance['site']['remaining'] ?? null);
         return $balance;
     }
@@ -145,7 +144,7 @@ final class Client
     /** The ETag of the balance last read (null before the first). */
     public function balanceEtag(): ?string
     {
-        return $this->etag;
+        return $this->balances->load()['etag'] ?? null;
     }
 
     /**
@@ -163,8 +162,8 @@ final class Client
     /**
      * POST /v1/consume: {request_id, consumed, remaining, replayed}. Without a request id, a random
      * one is made; the same one is sent again after a 503 or a lost connection (the exception's
-     * getRequestId() names it when the tries run out). Sends the last `remaining` seen as
-     * expected_remaining.
+     * getRequestId() names it when the tries run out). Sends the last `remaining` seen (else the
+     * cached balance's) as expected_remaining.
      *
      * @return array<string, mixed>
      * @throws InsufficientCredits (getRemaining()), LicenseExpired, Unauthorized, Conflict, Unavailable
@@ -184,8 +183,9 @@ final class Client
         if ($subsiteUrl !== null) {
             $body['subsite_url'] = $subsiteUrl;
         }
-        if ($this->lastRemaining !== null) {
-            $body['expected_remaining'] = $this->lastRemaining; // a hint, never part of the request
+        $hint = $this->lastRemaining ?? $this->balances->load()['balance']['site']['remaining'] ?? null;
+        if (is_int($hint) && $hint >= 0) {
+            $body['expected_remaining'] = $hint; // a hint, never part of the request
         }
         $answer = $this->json($this->call('POST', '/v1/consume', $body, true, [], $requestId));
         $this->noteRemaining($answer['remaining'] ?? null);
@@ -299,7 +299,7 @@ final class Client
     /** @return array<string, mixed> var_dump/print_r show no secret */
     public function __debugInfo(): array
     {
-        return ['baseUrl' => $this->baseUrl, 'activated' => $this->isActivated(), 'etag' => $this->etag];
+        return ['baseUrl' => $this->baseUrl, 'activated' => $this->isActivated(), 'etag' => $this->balanceEtag()];
     }
 
     // -- internals ------------------------------------------------------------------------------
@@ -428,8 +428,7 @@ final class Client
 
     private function forgetBalance(): void
     {
-        $this->etag = null;
-        $this->cachedBalance = null;
+        $this->balances->clear();
     }
 
     private static function subsiteQuery(?string $subsiteUrl): string

@@ -99,3 +99,20 @@ function delete_option(string $option): bool
     unset($GLOBALS['wp_test_options'][$option]);
     return true;
 }
+
+function get_transient(string $transient): mixed
+{
+    return $GLOBALS['wp_test_options']['_transient_' . $transient] ?? false;
+}
+
+function set_transient(string $transient, mixed $value, int $expiration = 0): bool
+{
+    $GLOBALS['wp_test_options']['_transient_' . $transient] = $value;
+    return true;
+}
+
+function delete_transient(string $transient): bool
+{
+    unset($GLOBALS['wp_test_options']['_transient_' . $transient]);
+    return true;
+}
