@@ -25,7 +25,6 @@ from local.gateway import DOCS_DIR, _swagger_page, docs_page
 #: A path out of the repository into a sibling folder, spelled so that this file does not contain it.
 OUTSIDE = b"../" + b"shared"
 #: The one file known to mention it while its edit is pending (see the test).
-PENDING = "README.md"
 
 DOCS = REPO_ROOT / "docs"
 PAGES = ["README.md", "api.md", "plugin.md", "portal.md", "billing.md", "operators.md", "architecture.md"]
@@ -164,11 +163,6 @@ def test_no_file_of_the_repository_points_outside_it() -> None:
         path = REPO_ROOT / name.decode()
         if path.is_file() and OUTSIDE in path.read_bytes():
             offenders.append(name.decode())
-    if offenders == [PENDING]:
-        # Issue 14: README.md's own edit (by whoever edits it) removes these mentions; until it lands,
-        # README.md alone is an expected failure. Any other file fails at once; once README.md is
-        # clean, this test passes outright.
-        pytest.xfail(f"{PENDING} still mentions {OUTSIDE.decode()} (its edit is pending, issue 14)")
     assert not offenders, f"these tracked files mention {OUTSIDE.decode()}: {offenders}"
 
 
