@@ -164,12 +164,15 @@ def _client(world: World, licenses: list[str], index: int, deadline: float) -> N
 
 def _repeated(call: Any) -> Any:
     """A write repeated with the same id while it answers 503 (the contract: repeat, it applies
-    at most once and answers its outcome)."""
-    for _ in range(6):
+    at most once and answers its outcome), waiting a little longer each time."""
+    for attempt in range(10):
         answer = call()
         if answer.status != 503:
             return answer
         assert answer.headers["retry-after"]
+        # Retry-After says a second; a tenth of it, growing, keeps the run short while a renewal
+        # (503 for grants and billing's writes) finishes on a loaded machine.
+        time.sleep(0.1 * (attempt + 1))
     return answer
 
 
