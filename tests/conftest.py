@@ -26,6 +26,7 @@ import importlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -349,6 +350,19 @@ class StreamTap:
 
     def drain(self) -> list[Any]:
         return self.deliver(self.fetch())
+
+    def caught_up(self, read: Callable[[], Any], done: Callable[[Any], bool], seconds: float = 15) -> Any:
+        """``read()`` after the processor had what the stream holds, again until ``done`` (the
+        stream lags the writes a little)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.drain()
+            value = read()
+            if done(value) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert done(value), f"not caught up after {seconds} s: {value}"
+        return value
 
 
 class RecordingBus:

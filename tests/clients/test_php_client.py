@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -295,21 +294,6 @@ def test_the_library_is_psr4_strict_and_logs_nothing() -> None:
 # -- the plugin's whole path ------------------------------------------------------------------------------
 
 
-def _caught_up(
-    stream_tap: Any, read: Callable[[], Any], done: Callable[[Any], bool], seconds: float = 15
-) -> Any:
-    """``read()`` after the stream processor had what the table's stream holds, again until ``done``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        stream_tap.drain()
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert done(value), f"not caught up after {seconds} s: {value}"
-    return value
-
-
 def test_the_plugins_whole_path(
     php: str,
     gateway: str,
@@ -398,8 +382,7 @@ def test_the_plugins_whole_path(
 
     # Usage comes from the table's stream: once the processor had it, the client reads it.
     api = Api(gateway)
-    _caught_up(
-        stream_tap,
+    stream_tap.caught_up(
         lambda: api.call("GET", "/v1/usage", token=token).body,
         lambda usage: usage["credits"] == 87,
     )

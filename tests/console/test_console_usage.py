@@ -12,7 +12,6 @@ A screenshot is kept in ``.local/test-artifacts/console-usage.png``.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,22 +192,6 @@ SPENDS = [
 ]
 
 
-def _caught_up(
-    stream_tap: Any, read: Callable[[], Any], done: Callable[[Any], bool], seconds: float = 10
-) -> Any:
-    """``read()`` after the stream processor had what the table's stream holds (handed over as
-    Lambda's event source mapping does), again until ``done``: the stream lags the writes."""
-    deadline = time.monotonic() + seconds
-    while True:
-        stream_tap.drain()
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert done(value), f"not caught up after {seconds} s: {value}"
-    return value
-
-
 def test_usage_statement_and_csv_after_spends_in_the_browser(
     tab: Tab,
     gateway: str,
@@ -229,13 +212,11 @@ def test_usage_statement_and_csv_after_spends_in_the_browser(
     assert api.refund(license_id, "example.com", "usage-4").status == 201
     # ... once the usage and the statement (derived from the stream) show them
     entry_count = 1 + len(SPENDS) + 1  # the term's credits, the consumes, the refund
-    usage = _caught_up(
-        stream_tap,
+    usage = stream_tap.caught_up(
         lambda: api.call("GET", f"/v1/licenses/{license_id}/usage", token=portal_token).body,
         lambda body: body.get("credits") == 335,
     )
-    entries = _caught_up(
-        stream_tap,
+    entries = stream_tap.caught_up(
         lambda: api.call("GET", f"/v1/licenses/{license_id}/ledger?limit=500", token=portal_token).body,
         lambda body: len(body.get("entries", [])) == entry_count,
     )["entries"]
@@ -298,8 +279,7 @@ def test_usage_statement_and_csv_after_spends_in_the_browser(
     plugin.get_by_label("AI feature").select_option("translate")
     plugin.get_by_role("button", name="Use an AI feature").click()
     expect(plugin.get_by_role("status")).to_contain_text("Spent 7 credits on example.com")
-    _caught_up(
-        stream_tap,
+    stream_tap.caught_up(
         lambda: api.call("GET", "/v1/usage", token=tokens["example.com"]).body["features"],
         lambda features: features.get("translate") == 7,
     )
