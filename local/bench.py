@@ -1276,6 +1276,20 @@ class StreamBatch:
         return Counter(call.operation for sample in self.samples for call in sample.calls)
 
 
+def _stream_spec() -> Any:
+    """The stream function's event as the template defines it (batch size, partial batch
+    responses, its filter: the processor's own writes never reach it, as in AWS)."""
+    from local.cfn import functions, load_template
+
+    specs = functions(
+        load_template(),
+        table_name=TABLE_NAME,
+        parameter_overrides={BILLING_ROLE_PARAMETER: DEFAULT_BILLING_ROLE_ARN},
+    )
+    (stream,) = next(spec for spec in specs if spec.logical_id == "StreamFunction").streams
+    return stream
+
+
 class StreamProcessing:
     """The stream function, in this process, on the bench table's stream (DynamoDB Local), as the
     event source mapping hands it batches (``local.streams``): unrecorded while the per-operation
@@ -1283,7 +1297,6 @@ class StreamProcessing:
 
     def __init__(self, invoker: Invoker, raw_client: Any) -> None:
         from ai_credits import bus
-        from local.cfn import StreamSpec
         from local.streams import StreamReader
 
         self.invoker = invoker
@@ -1292,9 +1305,7 @@ class StreamProcessing:
         bus.client = lambda: self.sink  # type: ignore[assignment]  # no EventBridge here
         self.samples: list[Sample] | None = None
         self.records, self.seconds = 0, 0.0
-        self.reader = StreamReader.for_table(
-            raw_client, TABLE_NAME, self._deliver, StreamSpec("Stream", report_batch_item_failures=True)
-        )
+        self.reader = StreamReader.for_table(raw_client, TABLE_NAME, self._deliver, _stream_spec())
 
     def _deliver(self, event: dict[str, Any]) -> Any:
         result, sample = self.invoker.invoke("StreamFunction", event)
@@ -1892,6 +1903,7 @@ def stream_section(result: StreamFigures, goals: Goals) -> Section:
         rows,
         [
             "a consume is 2 records (its site's change and its ledger entry): 100 records = 50 consumes; "
+            "the processor's own writes are filtered out before it (the template's FilterCriteria); "
             "WCU as DynamoDB Local reports them (no transactions here: as AWS bills them)",
             "per consume: its statement entry (1 WCU, BatchWriteItem of 25) and its share of one UpdateItem "
             "per rollup (site and day) the batch touches: 50 sites, a rollup each (the worst case); 5 "
