@@ -27,10 +27,20 @@ from typing import Any
 
 from ai_credits.changes import Contribution, StatementEntry
 from ai_credits.errors import Unavailable
-from ai_credits.store import Item, _call, _table, client, from_item, license_key, to_attribute, to_item
+from ai_credits.store import (
+    Item,
+    _batch_get,
+    _call,
+    _query_pages,
+    _table,
+    client,
+    from_item,
+    license_key,
+    to_attribute,
+    to_item,
+)
 
 BATCH_WRITE_ITEMS = 25
-BATCH_GET_ITEMS = 100
 _UNPROCESSED_ATTEMPTS = 6
 #: How long a sent event's marker is kept: longer than any redelivery (24 h of record age).
 EVENT_MARKER_DAYS = 7
@@ -157,7 +167,9 @@ def _event_key(event_id: str) -> Item:
 def sent_events(event_ids: Iterable[str]) -> set[str]:
     """Which of these events were already put on the bus (their markers exist)."""
     keys = [_event_key(event_id) for event_id in dict.fromkeys(event_ids)]
-    return {item["pk"]["S"].removeprefix("EVENT#") for item in _batch_get(keys, "pk")}
+    return {
+        item["pk"]["S"].removeprefix("EVENT#") for item in _batch_get(keys, consistent=False, projection="pk")
+    }
 
 
 def mark_sent(event_ids: Iterable[str], now: float) -> None:
@@ -174,32 +186,11 @@ def mark_sent(event_ids: Iterable[str], now: float) -> None:
     )
 
 
-def _batch_get(keys: Sequence[Item], projection: str) -> list[Item]:
-    found: list[Item] = []
-    for start in range(0, len(keys), BATCH_GET_ITEMS):
-        pending: dict[str, Any] = {
-            _table(): {
-                "Keys": list(keys[start : start + BATCH_GET_ITEMS]),
-                "ProjectionExpression": projection,
-            }
-        }
-        for attempt in range(_UNPROCESSED_ATTEMPTS):
-            response = _call(client().batch_get_item, RequestItems=pending)
-            found.extend(response.get("Responses", {}).get(_table(), []))
-            pending = response.get("UnprocessedKeys") or {}
-            if not pending:
-                break
-            time.sleep(min(1.0, 0.05 * 2**attempt))
-        else:
-            raise Unavailable("the database did not answer the batch; retry shortly", retry_after=1)
-    return found
-
-
 def license_settings(license_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
     """``(account_id, low_balance_percent)`` of each license (eventually consistent)."""
     keys = [license_key(license_id) for license_id in dict.fromkeys(license_ids)]
     settings: dict[str, tuple[str, int]] = {}
-    for item in _batch_get(keys, "license_id, account_id, low_balance_percent"):
+    for item in _batch_get(keys, consistent=False, projection="license_id, account_id, low_balance_percent"):
         percent = int(item["low_balance_percent"]["N"]) if "low_balance_percent" in item else 20
         settings[item["license_id"]["S"]] = (item["account_id"]["S"], percent)
     return settings
@@ -209,13 +200,7 @@ def license_settings(license_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
 
 
 def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
-    kwargs["TableName"] = _table()
-    while True:
-        response = _call(client().query, **kwargs)
-        yield from (from_item(item) for item in response.get("Items", []))
-        if "LastEvaluatedKey" not in response:
-            return
-        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    return (from_item(item) for item in _query_pages(**kwargs))
 
 
 def site_rollups(license_id: str, term_start: str, site: str) -> list[dict[str, Any]]:

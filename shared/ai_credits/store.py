@@ -618,18 +618,28 @@ def get_license_and_site(license_id: str, site: str) -> tuple[License | None, Si
     )
 
 
-def _batch_get(keys: list[Item]) -> list[Item]:
-    """The items of ``keys`` that exist: one strongly consistent BatchGetItem (more only for
-    keys DynamoDB leaves unprocessed, which happens under throttling)."""
-    request: Item = {_table(): {"Keys": keys, "ConsistentRead": True}}
+BATCH_GET_ITEMS = 100  # DynamoDB's limit per BatchGetItem
+
+
+def _batch_get(keys: Sequence[Item], *, consistent: bool = True, projection: str | None = None) -> list[Item]:
+    """The items of ``keys`` that exist: one BatchGetItem per 100 keys (strongly consistent
+    unless told otherwise; only the ``projection``'s attributes when given), more only for keys
+    DynamoDB leaves unprocessed, which happens under throttling."""
     found: list[Item] = []
-    for _ in range(5):
-        response = _call(client().batch_get_item, RequestItems=request)
-        found.extend(response.get("Responses", {}).get(_table(), []))
-        request = response.get("UnprocessedKeys") or {}
-        if not request:
-            return found
-    raise Unavailable("the database is busy; retry shortly")
+    for start in range(0, len(keys), BATCH_GET_ITEMS):
+        read: Item = {"Keys": list(keys[start : start + BATCH_GET_ITEMS]), "ConsistentRead": consistent}
+        if projection is not None:
+            read["ProjectionExpression"] = projection
+        request: Item = {_table(): read}
+        for _ in range(5):
+            response = _call(client().batch_get_item, RequestItems=request)
+            found.extend(response.get("Responses", {}).get(_table(), []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        else:
+            raise Unavailable("the database is busy; retry shortly")
+    return found
 
 
 def get_license_with_sites(license_id: str) -> tuple[License | None, list[Site]]:
@@ -666,19 +676,23 @@ def _grant_from_item(item: Item) -> Grant:
     )
 
 
-def _query_partition(pk: str) -> Iterator[Item]:
-    kwargs: Item = {
-        "TableName": _table(),
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": pk}},
-        "ConsistentRead": True,
-    }
+def _query_pages(**kwargs: Any) -> Iterator[Item]:
+    """Every item a Query finds on this table, page after page."""
+    kwargs["TableName"] = _table()
     while True:
         response = _call(client().query, **kwargs)
         yield from response.get("Items", [])
         if "LastEvaluatedKey" not in response:
             return
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def _query_partition(pk: str) -> Iterator[Item]:
+    return _query_pages(
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": pk}},
+        ConsistentRead=True,
+    )
 
 
 def get_site(license_id: str, site: str) -> Site | None:
