@@ -1431,16 +1431,7 @@ def freshness(template: dict[str, Any], samples: int) -> Freshness:
 
 
 def _fresh_sample(http: _Http, admin_token: str, portal: str, result: Freshness) -> None:
-    license_id = f"bf-{uuid.uuid4().hex[:8]}"
-    key = f"key-{license_id}-bench-secret"
-    body = {"license_key": key, "account_id": "acct-bench", "plan": "single-site", "site_limit": 1,
-            "credits_per_term": 100, "term_months": 12, **_term(dt.datetime.now(dt.UTC))}  # fmt: skip
-    status, _ = http("PUT", f"/v1/admin/licenses/{license_id}", body, admin_token)
-    activation = {"license_key": key, "site_url": f"{license_id}.com", "environment": "production"}
-    status, answer = http("POST", "/v1/activations", activation)
-    if status != 201:
-        raise RuntimeError(f"activation answered {status}: {answer}")
-    token = answer["activation_token"]
+    license_id, token = _activated_license(http, admin_token, 100)
     started = time.perf_counter()
     status, answer = http("POST", "/v1/consume", {"amount": 100, "request_id": "all"}, token)
     if status != 200:
@@ -1470,44 +1461,35 @@ def _fresh_sample(http: _Http, admin_token: str, portal: str, result: Freshness)
 
 def _throughput_license(base_url: str, admin_token: str) -> str:
     """A single-site license with a huge pool, activated: the token the clients spend with."""
-    import http.client
-    from urllib.parse import urlsplit
+    http = _Http(base_url)
+    try:
+        return _activated_license(http, admin_token, 1_000_000_000)[1]
+    finally:
+        http.close()
 
-    parts = urlsplit(base_url)
+
+def _activated_license(http: _Http, admin_token: str, credits: int) -> tuple[str, str]:
+    """A fresh single-site license of ``credits`` a term, provisioned and its site activated
+    through the gateway: its id and the activation token."""
     license_id = f"bt-{uuid.uuid4().hex[:8]}"
     key = f"key-{license_id}-bench-secret"
-    now = dt.datetime.now(dt.UTC)
     provision = {
         "license_key": key,
         "account_id": "acct-bench",
         "plan": "single-site",
         "site_limit": 1,
-        "credits_per_term": 1_000_000_000,
+        "credits_per_term": credits,
         "term_months": 12,
-        **_term(now),
+        **_term(dt.datetime.now(dt.UTC)),
     }
-
-    def request(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-        try:
-            connection.request(
-                method, path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers}
-            )
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            connection.close()
-
-    status, answer = request(
-        "PUT", f"/v1/admin/licenses/{license_id}", provision, {"Authorization": f"Bearer {admin_token}"}
-    )
+    status, answer = http("PUT", f"/v1/admin/licenses/{license_id}", provision, admin_token)
     if status != 201:
         raise RuntimeError(f"provisioning through the gateway answered {status}: {answer}")
     activation = {"license_key": key, "site_url": f"{license_id}.com", "environment": "production"}
-    status, answer = request("POST", "/v1/activations", activation, {})
+    status, answer = http("POST", "/v1/activations", activation)
     if status != 201:
         raise RuntimeError(f"activation through the gateway answered {status}: {answer}")
-    return str(answer["activation_token"])
+    return license_id, str(answer["activation_token"])
 
 
 # --------------------------------------------------------------------------------------------------
