@@ -21,11 +21,12 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test lint lock requirements check-requirements sam soak bench audit openapi clean java chromium php dynamodb-local
+.PHONY: help setup run test unit lint lock requirements check-requirements sam soak bench audit openapi clean java chromium php dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   make lint, then the whole test suite (tests/)"
+	@echo "make unit   the rules and the handlers on moto (tests/unit, tests/handlers), on every core"
 	@echo "make lint   ruff, mypy, sam validate --lint, shared/requirements.txt against uv.lock"
 	@echo "make lock   after editing dependencies: update uv.lock (and tools/sam/uv.lock), shared/requirements.txt"
 	@echo "make soak   the model-based test at length (2000 examples of up to 50 steps)"
@@ -113,6 +114,10 @@ run: $(VENV_STAMP) java dynamodb-local
 
 test: setup lint
 	$(VENV_PYTHON) -m pytest -q
+
+# The quick tier, for a change to a rule: no Java, no DynamoDB Local, no lint.
+unit: $(VENV_STAMP)
+	$(VENV_PYTHON) -m pytest -q -n auto --dist worksteal tests/unit tests/handlers
 
 soak: setup
 	HYPOTHESIS_PROFILE=soak $(VENV_PYTHON) -m pytest -q tests/model

@@ -127,6 +127,14 @@ def _reset_store_clients() -> None:
         reset()
 
 
+def _store_client() -> Any:
+    """The rules package's DynamoDB client (made from its one botocore session: cheap to remake
+    after ``reset_clients``, unlike ``boto3.client`` after moto has dropped boto3's session)."""
+    from ai_credits import store
+
+    return store.client()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def aws_test_env() -> Iterator[dict[str, str]]:
     """Fake AWS credentials/region and the service's settings for the whole session (autouse).
@@ -162,21 +170,52 @@ def table_name() -> str:
     return TEST_TABLE_NAME
 
 
+#: The moto mock, kept on from one moto test to the next (starting it registers some 1,200 URL
+#: patterns: about 11 ms a test); ``moto_test_scope`` turns it off before any other test.
+_moto: Any = None
+
+
+def _stop_moto() -> None:
+    global _moto
+    if _moto is not None:
+        _moto.stop()
+        _moto = None
+
+
+@pytest.fixture(autouse=True)
+def moto_test_scope(request: pytest.FixtureRequest) -> None:
+    """moto only for the tests that ask for ``moto_table``: it is stopped before any other test
+    (moto's ``responses`` patch would otherwise answer the local gateway's HTTP in its place)."""
+    if "moto_table" not in request.fixturenames:
+        _stop_moto()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop_moto()
+
+
 @pytest.fixture
 def moto_table(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh moto DynamoDB with the template's table (keys, GSIs, TTL); yields the table name.
 
-    ``AWS_ENDPOINT_URL_DYNAMODB`` is removed for the test (otherwise boto3 would bypass moto and
-    talk to DynamoDB Local), and the rules package's cached client is reset before and after.
+    Every moto backend starts empty (a reset when the mock is already on). ``AWS_ENDPOINT_URL_DYNAMODB``
+    is removed for the test (otherwise boto3 would bypass moto and talk to DynamoDB Local), and the
+    rules package's cached client is reset before and after.
     """
+    global _moto
     from moto import mock_aws
+    from moto.core.base_backend import BackendDict
 
     monkeypatch.delenv(_ENDPOINT_VAR, raising=False)
     _reset_store_clients()
-    with mock_aws():
-        ensure_table(boto3.client("dynamodb"), TEST_TABLE_NAME, template)
-        yield TEST_TABLE_NAME
-        _reset_store_clients()
+    if _moto is None:
+        _moto = mock_aws()
+        _moto.start()
+    else:
+        BackendDict.reset()
+    ensure_table(_store_client(), TEST_TABLE_NAME, template)
+    yield TEST_TABLE_NAME
+    _reset_store_clients()
 
 
 @pytest.fixture(scope="session")

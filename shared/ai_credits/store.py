@@ -64,9 +64,10 @@ from ai_credits.errors import Unavailable
 from ai_credits.rules import NONLIVE_PER_LIVE, ActivationPlan
 
 if TYPE_CHECKING:
+    from botocore.session import Session as BotocoreSession
     from mypy_boto3_dynamodb import DynamoDBClient
 else:
-    DynamoDBClient = Any
+    BotocoreSession = DynamoDBClient = Any
 
 Item = dict[str, Any]
 T = TypeVar("T")
@@ -393,7 +394,6 @@ def client() -> DynamoDBClient:
     """
     # Imported on first use: keeps botocore off the handlers' import path.
     from botocore.config import Config
-    from botocore.session import Session
 
     config = Config(
         connect_timeout=1,
@@ -402,11 +402,23 @@ def client() -> DynamoDBClient:
         tcp_keepalive=True,
     )
     with permanent():  # it lives as long as the container: see ai_credits.coldstart
-        return cast("DynamoDBClient", Session().create_client("dynamodb", config=config))
+        return cast("DynamoDBClient", botocore_session().create_client("dynamodb", config=config))
+
+
+@cache
+def botocore_session() -> BotocoreSession:
+    """The process's botocore session: it loads and keeps the service models, so a client made
+    again from it (``reset_clients``) costs about 2 ms instead of about 40 ms. Endpoint, region
+    and credentials are read from the environment when a client is made."""
+    from botocore.session import Session
+
+    with permanent():
+        return Session()
 
 
 def reset_clients() -> None:
-    """Forget the cached client (tests switch endpoints between moto and DynamoDB Local)."""
+    """Forget the cached client (tests switch endpoints between moto and DynamoDB Local); the
+    next one is made from the same botocore session."""
     client.cache_clear()
     settings.cache_clear()
 
