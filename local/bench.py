@@ -560,7 +560,7 @@ class Invoker:
 
     def __init__(self, loaded: dict[str, Any]) -> None:
         from ai_credits import store
-        from local.gateway import LambdaContext
+        from local.environments import LambdaContext
 
         self.loaded = loaded
         self._context = LambdaContext
@@ -1201,7 +1201,8 @@ def throughput(template: dict[str, Any], concurrency: int, seconds: float, round
     """Rounds of: consume through the local gateway (one site; a site per client), consume
     through the use case in this process, raw TransactWriteItems of the same charge; the order
     is reversed every other round."""
-    from local.gateway import GatewaySettings, build_gateway
+    from local.apigw import GatewaySettings
+    from local.gateway import build_gateway
 
     settings = GatewaySettings()
     server = build_gateway(template, "127.0.0.1", 0, settings, table_name=TABLE_NAME, concurrency=concurrency)
@@ -1399,7 +1400,8 @@ def freshness(template: dict[str, Any], samples: int) -> Freshness:
     the plugin's usage, the portal's statement and ``GET /local/events`` show it."""
     import boto3
 
-    from local.gateway import GatewaySettings, build_gateway
+    from local.apigw import GatewaySettings
+    from local.gateway import build_gateway
     from local.run import stream_readers
     from local.tokens import make_portal_token
 
@@ -2019,7 +2021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.enter_context(_stdout_to_devnull())
 
         # 3. Per operation, in this process.
-        from local.gateway import load_functions
+        from local.environments import load_functions
 
         _log(f"per operation: {args.iterations} lifecycles, {args.heavy_iterations} calls with ~98 sites")
         loaded = load_functions(specs, REPO_ROOT)

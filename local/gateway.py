@@ -1,10 +1,11 @@
-"""A local API Gateway (HTTP API, payload format 2.0) and Lambda Invoke API, in one process.
+"""A local API Gateway (HTTP API, payload format 2.0) and Lambda Invoke API: the HTTP server.
 
 ``make run`` and the integration tests use it to call the functions of ``template.yaml`` the way
-AWS would: each function's ``app.py`` is loaded in-process (its ``CodeUri`` folder plays
-``/var/task``, the layer's folder ``/opt/python``), each request becomes the exact payload-2.0 event
-API Gateway would build, the route's authorizer is emulated, and the handler's answer is mapped
-back to HTTP as API Gateway does.
+AWS would: each function's ``app.py`` is loaded in worker processes that play Lambda's execution
+environments (its ``CodeUri`` folder plays ``/var/task``, the layer's folder ``/opt/python``;
+:mod:`local.environments`), each request becomes the exact payload-2.0 event API Gateway would
+build, the route's authorizer is emulated, and the handler's answer is mapped back to HTTP as API
+Gateway does (:mod:`local.apigw`).
 
 Differences from AWS, on purpose:
 
@@ -13,16 +14,17 @@ Differences from AWS, on purpose:
   error is. Real HTTP APIs answer those with ``{"message": "..."}``.
 - JWT routes take HS256 tokens signed with ``LOCAL_JWT_SECRET``; IAM routes take
   ``Authorization: Bearer <LOCAL_ADMIN_TOKEN>`` instead of SigV4 (see :mod:`local.tokens`).
-- One invocation runs at a time (see :meth:`GatewayServer.invoke`); HTTP connections are still
-  served concurrently. A handler that outlives its ``Timeout`` is logged, not killed.
+- Each execution environment runs one invocation at a time (see :meth:`GatewayServer.invoke`);
+  HTTP connections are served concurrently. A handler that outlives its ``Timeout`` is logged, not
+  killed.
 
-Besides the template's routes it serves, locally only: Swagger UI at ``/docs``, and a demo console
-at ``/`` (the help article's *Manage AI Credits* and *Manage Plan* screens, static files of
-``local/console/``) with the credentials of a demo license at ``/local/demo`` (see
-:class:`ConsoleDemo`; ``make run`` provisions the demo). It is the functions' EventBridge too: their
-``AWS_ENDPOINT_URL_EVENTBRIDGE`` names this server (unless set already), which answers ``PutEvents``
-(``POST /`` with ``X-Amz-Target: AWSEvents.PutEvents``) and lists the events at ``/local/events``
-(``?detail_type=`` filters; :mod:`local.eventbridge`).
+Besides the template's routes it serves, locally only (:mod:`local.pages`): Swagger UI at
+``/docs``, and a demo console at ``/`` (the help article's *Manage AI Credits* and *Manage Plan*
+screens, static files of ``local/console/``) with the credentials of a demo license at
+``/local/demo`` (see :class:`local.pages.ConsoleDemo`; ``make run`` provisions the demo). It is the
+functions' EventBridge too: their ``AWS_ENDPOINT_URL_EVENTBRIDGE`` names this server (unless set
+already), which answers ``PutEvents`` (``POST /`` with ``X-Amz-Target: AWSEvents.PutEvents``) and
+lists the events at ``/local/events`` (``?detail_type=`` filters; :mod:`local.eventbridge`).
 
 It listens on a loopback address only (:func:`build_gateway` refuses any other). Against DNS
 rebinding, the routes it serves besides the template's (``/local/...``, the Lambda Invoke API,
@@ -39,12 +41,6 @@ bodies, which carry license keys and tokens.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import decimal
-import hmac
-import html
-import importlib.util
 import json
 import logging
 import os
@@ -52,661 +48,83 @@ import re
 import socket
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from multiprocessing import get_context
 from pathlib import Path
 from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import jwt
-
 from local import REPO_ROOT
-from local.cfn import DEFAULT_LOCAL_TABLE, LOCAL_ACCOUNT_ID, FunctionSpec, RouteSpec, functions
+from local.apigw import (
+    PROBLEM_JSON,
+    GatewaySettings,
+    Route,
+    Unauthorized,
+    build_http_event,
+    http_response,
+    iam_authorizer,
+    jwt_authorizer,
+    problem,
+    select_route,
+)
+from local.cfn import DEFAULT_LOCAL_TABLE, LOCAL_ACCOUNT_ID, RouteSpec, functions
+from local.environments import (
+    DEFAULT_CONCURRENCY,
+    ExecutionEnvironments,
+    FunctionError,
+    GatewayConfigError,
+    LoadedFunction,
+    MarshalError,
+    lambda_error_payload,
+    load_functions,
+)
 from local.eventbridge import EVENTS_ENDPOINT_ENV, PUT_EVENTS_TARGET, EventBridgeError, LocalEventBus
 from local.loopback import is_loopback_address, is_loopback_host
+from local.pages import (
+    CONSOLE_DIR,
+    CONSOLE_FILES,
+    CONSOLE_HEADERS,
+    DEMO_PATH,
+    DOCS_FILES,
+    ConsoleDemo,
+    docs_page,
+)
 from local.tokens import (
     ADMIN_TOKEN_ENV,
     BILLING_ROLE_ARN_ENV,
     BILLING_ROLE_PARAMETER,
     DEFAULT_ADMIN_TOKEN,
-    DEFAULT_BILLING_ROLE_ARN,
     DEFAULT_JWT_SECRET,
     JWT_AUDIENCE_ENV,
     JWT_ISSUER_ENV,
     JWT_SECRET_ENV,
-    make_portal_token,
 )
 
 __all__ = [
-    "CONSOLE_DIR",
-    "DEMO_PATH",
     "EVENTS_PATH",
-    "MAX_BODY_BYTES",
-    "ConsoleDemo",
-    "DemoSite",
-    "GatewayConfigError",
     "GatewayServer",
-    "GatewaySettings",
-    "LambdaContext",
-    "LoadedFunction",
     "build_gateway",
-    "build_http_event",
     "describe",
     "serve_forever",
 ]
 
 logger = logging.getLogger("local.gateway")
 
-#: API Gateway's request payload limit is 10 MB; the local gateway uses 10 MiB.
-MAX_BODY_BYTES = 10 * 1024 * 1024
 #: Lambda's limit for a synchronous invocation's request payload.
 MAX_INVOKE_BYTES = 6 * 1024 * 1024
-PROBLEM_JSON = "application/problem+json"
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 _FUNCTION_NAME = re.compile(
     r"^(?:(?:arn:aws[a-z-]*:lambda:[a-z0-9-]+:)?\d{12}:function:)?"
     r"(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>[A-Za-z0-9_$-]+))?$"
 )
 _CONTENT_LENGTH = re.compile(r"^[0-9]{1,18}$")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# Response headers the gateway owns (framing and connection management), as API Gateway does.
-_HOP_BY_HOP = frozenset({"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade"})
-
-
-class GatewayConfigError(RuntimeError):
-    """The template's functions cannot be served together in one process (say why, loudly)."""
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """Local stand-ins for API Gateway's authorizers, and its limits."""
-
-    jwt_secret: str = DEFAULT_JWT_SECRET
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    admin_token: str = DEFAULT_ADMIN_TOKEN
-    #: The IAM role billing assumes; the admin token stands for a session of it, and the functions
-    #: get it as ``BILLING_ROLE_ARN`` (template parameter ``BillingRoleArn``).
-    billing_role_arn: str = DEFAULT_BILLING_ROLE_ARN
-    max_body_bytes: int = MAX_BODY_BYTES
-    #: ``iat`` may be this far in the future (clock skew between token issuer and gateway).
-    iat_leeway_seconds: int = 5
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        """Settings from ``LOCAL_JWT_SECRET``, ``LOCAL_JWT_AUDIENCE``, ``LOCAL_JWT_ISSUER``,
-        ``LOCAL_ADMIN_TOKEN`` and ``BILLING_ROLE_ARN`` (documented defaults when unset)."""
-        env = os.environ if environ is None else environ
-        return cls(
-            jwt_secret=env.get(JWT_SECRET_ENV) or DEFAULT_JWT_SECRET,
-            jwt_audience=env.get(JWT_AUDIENCE_ENV) or None,
-            jwt_issuer=env.get(JWT_ISSUER_ENV) or None,
-            admin_token=env.get(ADMIN_TOKEN_ENV) or DEFAULT_ADMIN_TOKEN,
-            billing_role_arn=env.get(BILLING_ROLE_ARN_ENV) or DEFAULT_BILLING_ROLE_ARN,
-        )
-
-    def portal_token(self, sub: str) -> str:
-        """A portal JWT for account ``sub`` (valid one hour) that a gateway with these settings accepts."""
-        claims: dict[str, Any] = {"aud": self.jwt_audience, "iss": self.jwt_issuer}
-        return make_portal_token(
-            sub, secret=self.jwt_secret, **{name: value for name, value in claims.items() if value}
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading the functions
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadedFunction:
-    """A function whose handler module has been imported in this process."""
-
-    spec: FunctionSpec
-    handler: Callable[[Any, Any], Any]
-    module_name: str
-    region: str
-
-    @property
-    def name(self) -> str:
-        return self.spec.logical_id
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{self.name}"
-
-
-def _merged_environment(specs: Iterable[FunctionSpec]) -> dict[str, str]:
-    """One environment for all functions: they share this process, so they must agree."""
-    merged: dict[str, str] = {}
-    owner: dict[str, str] = {}
-    for spec in specs:
-        for name, value in spec.environment.items():
-            if name in merged and merged[name] != value:
-                raise GatewayConfigError(
-                    f"environment variable {name} is {merged[name]!r} for {owner[name]} but {value!r} for "
-                    f"{spec.logical_id}; functions loaded in one process must agree"
-                )
-            merged[name] = value
-            owner.setdefault(name, spec.logical_id)
-    return merged
-
-
-def _layer_paths(specs: Iterable[FunctionSpec], base_dir: Path) -> list[Path]:
-    """The folders a Python layer puts on ``sys.path`` (``/opt/python`` in Lambda)."""
-    paths: list[Path] = []
-    for spec in specs:
-        for layer in spec.layers:
-            content = (base_dir / layer.content_uri).resolve()
-            # With a BuildMethod, `sam build` puts the folder's content under python/; a layer
-            # without one is shipped as-is and must already have python/ inside.
-            has_build = bool(layer.build_method and layer.build_method.startswith("python"))
-            path = content if has_build or not (content / "python").is_dir() else content / "python"
-            if path not in paths:
-                paths.append(path)
-    return paths
-
-
-def _sibling_modules(code_dir: Path, handler_module: str) -> set[str]:
-    top = handler_module.split(".")[0]
-    names = {entry.stem for entry in code_dir.glob("*.py")}
-    names |= {entry.name for entry in code_dir.iterdir() if (entry / "__init__.py").is_file()}
-    return names - {top, "__init__"}
-
-
-def _load_function(spec: FunctionSpec, base_dir: Path, region: str) -> LoadedFunction:
-    code_dir = (base_dir / spec.code_uri).resolve()
-    module_path, _, attribute = spec.handler.rpartition(".")
-    file = code_dir / (module_path.replace(".", "/") + ".py")
-    if not file.is_file():
-        file = code_dir / module_path.replace(".", "/") / "__init__.py"
-    if not file.is_file():
-        raise GatewayConfigError(f"{spec.logical_id}: handler module {module_path!r} not found in {code_dir}")
-    # Every function has an app.py: a unique module name keeps them apart in sys.modules (and
-    # registering it there lets pydantic/dataclasses resolve the module's annotations).
-    module_name = f"lambda_{spec.logical_id}_{module_path.replace('.', '_')}"
-    module_spec = importlib.util.spec_from_file_location(module_name, file)
-    if module_spec is None or module_spec.loader is None:
-        raise GatewayConfigError(f"{spec.logical_id}: cannot load {file}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(code_dir))  # like /var/task: the handler's sibling modules import
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    finally:
-        sys.path.remove(str(code_dir))
-    handler = getattr(module, attribute, None)
-    if not callable(handler):
-        raise GatewayConfigError(f"{spec.logical_id}: {file} has no callable {attribute!r}")
-    return LoadedFunction(spec=spec, handler=handler, module_name=module_name, region=region)
-
-
-def load_functions(specs: list[FunctionSpec], base_dir: Path = REPO_ROOT) -> dict[str, LoadedFunction]:
-    """Import every function's handler, in the environment the template gives it.
-
-    The template's environment variables are set in ``os.environ`` *before* any import (handlers
-    read their configuration at import time, as in Lambda). The layer folders go on ``sys.path``.
-    """
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
-    os.environ.update(_merged_environment(specs))
-    for path in reversed(_layer_paths(specs, base_dir)):
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    siblings: dict[str, str] = {}
-    for spec in specs:
-        for name in _sibling_modules((base_dir / spec.code_uri).resolve(), spec.handler.rpartition(".")[0]):
-            if name in siblings:
-                # In Lambda each function has its own /var/task; here sys.modules is shared, so the
-                # second function would silently get the first one's module.
-                raise GatewayConfigError(
-                    f"module {name!r} exists next to the handlers of both {siblings[name]} and "
-                    f"{spec.logical_id}; the local gateway loads all functions in one process"
-                )
-            siblings[name] = spec.logical_id
-    return {spec.logical_id: _load_function(spec, base_dir, region) for spec in specs}
-
-
-# --------------------------------------------------------------------------------------------------
-# Routes
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Route:
-    spec: RouteSpec
-    function: LoadedFunction
-    segments: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def compile(cls, spec: RouteSpec, function: LoadedFunction) -> _Route:
-        if spec.path == "$default":
-            return cls(spec, function)
-        if not spec.path.startswith("/"):
-            raise GatewayConfigError(f"{function.name}: route path {spec.path!r} must start with /")
-        segments = tuple(spec.path.split("/")[1:])
-        for index, segment in enumerate(segments):
-            if segment.endswith("+}") and index != len(segments) - 1:
-                raise GatewayConfigError(f"{function.name}: greedy {segment} must be the last segment")
-        return cls(spec, function, segments)
-
-    def specificity(self) -> tuple[int, ...]:
-        """Lower is more specific: literal < {param} < {greedy+} per segment, then method < ANY."""
-        if self.spec.path == "$default":
-            return (9,)
-        ranks = tuple(2 if s.endswith("+}") else 1 if s.startswith("{") else 0 for s in self.segments)
-        return (0, *ranks, 1 if self.spec.method == "ANY" else 0)
-
-    def match(self, method: str, path_segments: list[str]) -> dict[str, str] | None:
-        """Path parameters (URL-decoded) when this route takes ``method`` on that path, else None."""
-        if self.spec.method not in (method, "ANY"):
-            return None
-        if self.spec.path == "$default":
-            return {}
-        parameters: dict[str, str] = {}
-        for index, template in enumerate(self.segments):
-            if template.startswith("{") and template.endswith("+}"):
-                rest = path_segments[index:]
-                if not rest or not "/".join(rest):
-                    return None
-                parameters[template[1:-2]] = unquote("/".join(rest))
-                return parameters
-            if index >= len(path_segments):
-                return None
-            segment = path_segments[index]
-            if template.startswith("{") and template.endswith("}"):
-                if not segment:
-                    return None
-                parameters[template[1:-1]] = unquote(segment)
-            elif unquote(segment) != template:
-                return None
-        return parameters if len(path_segments) == len(self.segments) else None
-
-
-# --------------------------------------------------------------------------------------------------
-# Events and contexts
-# --------------------------------------------------------------------------------------------------
-
-
-class LambdaContext:
-    """What the Lambda Python runtime passes as ``context`` (the attributes Powertools reads)."""
-
-    def __init__(self, function: LoadedFunction, request_id: str) -> None:
-        self.function_name = function.name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = function.arn
-        self.memory_limit_in_mb = function.spec.memory_size
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{function.name}"
-        self.log_stream_name = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[$LATEST]{uuid.uuid4().hex}"
-        self.identity = None
-        self.client_context = None
-        self._deadline = time.monotonic() + function.spec.timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def _request_time(epoch: float) -> str:
-    """``25/Nov/2026:09:00:00 +0000``; month names fixed, not from the locale as strftime's %b."""
-    moment = time.gmtime(epoch)
-    return (
-        f"{moment.tm_mday:02d}/{_MONTHS[moment.tm_mon - 1]}/{moment.tm_year}:"
-        f"{moment.tm_hour:02d}:{moment.tm_min:02d}:{moment.tm_sec:02d} +0000"
-    )
-
-
-def _host_name(host: str) -> str:
-    """The Host header without its port (``localhost`` when absent)."""
-    if host.startswith("["):  # [::1]:3000
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host or "localhost"
-
-
-def build_http_event(
-    *,
-    method: str,
-    raw_path: str,
-    raw_query: str,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    route_key: str,
-    path_parameters: Mapping[str, str],
-    source_ip: str,
-    request_id: str,
-    authorizer: Mapping[str, Any] | None,
-    protocol: str = "HTTP/1.1",
-    server_port: int = 3000,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """The API Gateway HTTP API payload-2.0 event for one request.
-
-    Header names are lower-cased and repeated headers joined with ``,``; ``Cookie`` headers move to
-    ``cookies``; repeated query parameters are joined with ``,``; optional members
-    (``cookies``, ``queryStringParameters``, ``pathParameters``, ``body``, ``authorizer``) are left
-    out when empty, as API Gateway does. A body that is not UTF-8 is base64-encoded.
-    """
-    epoch = time.time() if now is None else now
-    joined: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        key = name.lower()
-        if key == "cookie":
-            cookies.extend(part.strip() for part in value.split(";") if part.strip())
-            continue
-        joined[key] = f"{joined[key]},{value}" if key in joined else value
-    # API Gateway adds these for the function (X-Forwarded-For gets the caller appended).
-    forwarded_for = joined.get("x-forwarded-for")
-    joined["x-forwarded-for"] = f"{forwarded_for}, {source_ip}" if forwarded_for else source_ip
-    joined["x-forwarded-port"] = str(server_port)
-    joined["x-forwarded-proto"] = "http"
-    domain_name = _host_name(joined.get("host", ""))
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(raw_query, keep_blank_values=True):
-        query[name] = f"{query[name]},{value}" if name in query else value
-    request_context: dict[str, Any] = {
-        "accountId": LOCAL_ACCOUNT_ID,
-        "apiId": "local",
-        "domainName": domain_name,
-        "domainPrefix": domain_name.split(".")[0],
-        "http": {
-            "method": method,
-            "path": raw_path,
-            "protocol": protocol,
-            "sourceIp": source_ip,
-            "userAgent": joined.get("user-agent", ""),
-        },
-        "requestId": request_id,
-        "routeKey": route_key,
-        "stage": "$default",
-        "time": _request_time(epoch),
-        "timeEpoch": int(epoch * 1000),
-    }
-    if authorizer is not None:
-        request_context["authorizer"] = dict(authorizer)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    event["headers"] = joined
-    if query:
-        event["queryStringParameters"] = query
-    if path_parameters:
-        event["pathParameters"] = dict(path_parameters)
-    event["requestContext"] = request_context
-    event["isBase64Encoded"] = False
-    if body:
-        try:
-            event["body"] = body.decode("utf-8")
-        except UnicodeDecodeError:
-            event["body"] = base64.b64encode(body).decode("ascii")
-            event["isBase64Encoded"] = True
-    return event
-
-
-def _claim_string(value: Any) -> str:
-    """A claim as API Gateway's JWT authorizer passes it: every value a string, arrays as ``[a b]``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + " ".join(_claim_string(item) for item in value) + "]"
-    return json.dumps(value, separators=(",", ":"))
-
-
-class _Unauthorized(Exception):
-    """Missing or bad credentials for a route's authorizer; ``detail`` is safe to show the caller."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-_JWT_FAILURES: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
-    (jwt.ExpiredSignatureError, "The token has expired."),
-    (jwt.ImmatureSignatureError, "The token is not valid yet."),
-    (jwt.InvalidAlgorithmError, "Only HS256 tokens are accepted."),
-    (jwt.InvalidSignatureError, "The token's signature does not verify."),
-    (jwt.InvalidAudienceError, "The token's audience is not accepted."),
-    (jwt.InvalidIssuerError, "The token's issuer is not accepted."),
-    (jwt.DecodeError, "The token is malformed."),
-)
-
-
-def _bearer_token(authorization: str | None) -> str:
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _Unauthorized("An 'Authorization: Bearer <token>' header is required.")
-    return token.strip()
-
-
-def _jwt_authorizer(authorization: str | None, settings: GatewaySettings) -> dict[str, Any]:
-    """Verify a portal token like API Gateway's JWT authorizer; return ``requestContext.authorizer``."""
-    token = _bearer_token(authorization)
-    required = ["sub", "exp"]
-    required += ["aud"] if settings.jwt_audience else []
-    required += ["iss"] if settings.jwt_issuer else []
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=["HS256"],  # never "none", never an algorithm the token picks
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            leeway=0,
-            options={
-                "require": required,
-                "verify_aud": settings.jwt_audience is not None,
-                # iat is checked below with a small leeway (exp/nbf get none).
-                "verify_iat": False,
-            },
-        )
-    except jwt.MissingRequiredClaimError as exc:
-        raise _Unauthorized(f"The token has no {exc.claim!r} claim.") from exc
-    except jwt.InvalidTokenError as exc:
-        detail = next(
-            (text for kind, text in _JWT_FAILURES if isinstance(exc, kind)), "The token is invalid."
-        )
-        raise _Unauthorized(detail) from exc
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        raise _Unauthorized("The token's 'sub' claim must be a non-empty string.")
-    issued_at = claims.get("iat")
-    if issued_at is not None:
-        if isinstance(issued_at, bool) or not isinstance(issued_at, (int, float)):
-            raise _Unauthorized("The token's 'iat' claim must be a number.")
-        if issued_at > time.time() + settings.iat_leeway_seconds:
-            raise _Unauthorized("The token was issued in the future.")
-    return {"jwt": {"claims": {name: _claim_string(value) for name, value in claims.items()}, "scopes": None}}
-
-
-_LOCAL_ROLE_ID = "AROALOCALBILLINGROLE"  # the unique id IAM would give the role (AROA...)
-_LOCAL_SESSION = "local-admin"
-
-
-def _iam_authorizer(authorization: str | None, settings: GatewaySettings) -> dict[str, Any]:
-    """The local stand-in for SigV4: the admin token, compared in constant time. The caller is a
-    session of the billing role, as API Gateway describes an assumed role's request."""
-    token = _bearer_token(authorization)
-    if not hmac.compare_digest(token.encode("utf-8"), settings.admin_token.encode("utf-8")):
-        raise _Unauthorized("The admin token is not valid.")
-    return {
-        "iam": {
-            "accessKey": "ASIALOCAL",
-            "accountId": LOCAL_ACCOUNT_ID,
-            "callerId": f"{_LOCAL_ROLE_ID}:{_LOCAL_SESSION}",
-            "cognitoIdentity": None,
-            "principalOrgId": None,
-            "userArn": _assumed_role_arn(settings.billing_role_arn, _LOCAL_SESSION),
-            "userId": f"{_LOCAL_ROLE_ID}:{_LOCAL_SESSION}",
-        }
-    }
-
-
-def _assumed_role_arn(role_arn: str, session: str) -> str:
-    """The ARN of a session of ``arn:aws:iam::<account>:role/<path/><name>``:
-    ``arn:aws:sts::<account>:assumed-role/<name>/<session>`` (without the role's path). Anything
-    else is kept as it is (and refused by the function)."""
-    found = re.fullmatch(
-        r"arn:(?P<partition>[^:]+):iam::(?P<account>[0-9]+):role/(?:.*/)?(?P<name>[^/]+)", role_arn
-    )
-    if found is None:
-        return role_arn
-    return f"arn:{found['partition']}:sts::{found['account']}:assumed-role/{found['name']}/{session}"
-
-
-def problem(status: int, detail: str, code: str, **members: Any) -> bytes:
-    """An RFC 9457 problem document, shaped like the functions' own errors."""
-    document = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **members,
-    }
-    return json.dumps(document).encode("utf-8")
-
-
-class MarshalError(TypeError):
-    """The handler returned something that is not JSON (Lambda's ``Runtime.MarshalError``)."""
-
-
-def _lambda_json(value: Any) -> str:
-    """Serialise a handler result as Lambda's Python runtime does (it turns Decimals into numbers)."""
-
-    def decimal_to_number(obj: Any) -> Any:
-        if isinstance(obj, decimal.Decimal):
-            return int(obj) if obj == obj.to_integral_value() else float(obj)
-        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-    try:
-        return json.dumps(value, default=decimal_to_number)
-    except (TypeError, ValueError) as exc:
-        raise MarshalError(f"Unable to marshal response: {exc}") from exc
-
-
-class _BadFunctionResponse(ValueError):
-    """The handler's answer is not something API Gateway could turn into an HTTP response."""
-
-
-def _http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Map a handler's (JSON round-tripped) result to HTTP like payload format 2.0 does."""
-    if not (isinstance(result, dict) and "statusCode" in result):
-        # No statusCode: API Gateway answers 200 with the result as a JSON body (a string result
-        # is the body itself).
-        text = result if isinstance(result, str) else json.dumps(result)
-        return 200, [("Content-Type", "application/json")], text.encode("utf-8")
-    status = result["statusCode"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise _BadFunctionResponse(f"statusCode must be an integer HTTP status, got {status!r}")
-    headers: list[tuple[str, str]] = []
-    raw_headers = result.get("headers") or {}
-    if not isinstance(raw_headers, dict):
-        raise _BadFunctionResponse("headers must be an object")
-    for name, value in raw_headers.items():
-        text = "true" if value is True else "false" if value is False else str(value)
-        if any(char in f"{name}{text}" for char in "\r\n") or not name:
-            raise _BadFunctionResponse(f"header {name!r} has an invalid name or value")
-        if name.lower() not in _HOP_BY_HOP:
-            headers.append((name, text))
-    cookies = result.get("cookies") or []
-    if not isinstance(cookies, list) or not all(
-        isinstance(c, str) and "\n" not in c and "\r" not in c for c in cookies
-    ):
-        raise _BadFunctionResponse("cookies must be a list of strings")
-    headers += [("Set-Cookie", cookie) for cookie in cookies]
-    body = result.get("body")
-    if body is None:
-        return status, headers, b""
-    if not isinstance(body, str):
-        raise _BadFunctionResponse(f"body must be a string, got {type(body).__name__}")
-    if result.get("isBase64Encoded") is True:
-        try:
-            return status, headers, base64.b64decode(body, validate=True)
-        except binascii.Error as exc:
-            raise _BadFunctionResponse("isBase64Encoded is true but body is not base64") from exc
-    return status, headers, body.encode("utf-8")
-
-
-def _lambda_error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
-    """The body Lambda returns for an unhandled exception in a Python function."""
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != __file__]
-    return {
-        "errorMessage": str(exc),
-        "errorType": type(exc).__name__,
-        "requestId": request_id,
-        "stackTrace": traceback.format_list(frames),
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Execution environments: worker processes, like Lambda's
-# --------------------------------------------------------------------------------------------------
-
-#: How many invocations run at once (Lambda's concurrency), each in its own process.
-DEFAULT_CONCURRENCY = 4
-
-
-class FunctionError(Exception):
-    """The handler raised: ``payload`` is Lambda's error body, built in the worker."""
-
-    def __init__(self, payload: dict[str, Any]) -> None:
-        super().__init__(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
-        self.payload = payload
-
-
-_ENVIRONMENT: dict[str, LoadedFunction] = {}
-
-
-def _start_environment(specs: list[FunctionSpec], base_dir: Path, environ: dict[str, str]) -> None:
-    """A worker's cold start: the environment of the gateway, then every handler imported once."""
-    os.environ.update(environ)
-    _ENVIRONMENT.update(load_functions(specs, base_dir))
-
-
-def _warm(_: int) -> int:
-    return os.getpid()
-
-
-def _invoke_in_environment(name: str, event: Any, request_id: str) -> tuple[str, Any]:
-    """Run one invocation in this worker; the outcome travels back as plain data."""
-    function = _ENVIRONMENT[name]
-    context = LambdaContext(function, request_id)
-    started = time.monotonic()
-    try:
-        result = function.handler(event, context)
-    except Exception as exc:  # reported to the caller as Lambda does, and printed here
-        traceback.print_exc()
-        return "error", _lambda_error_payload(exc, request_id)
-    finally:
-        elapsed = time.monotonic() - started
-        if elapsed > function.spec.timeout:
-            logger.warning(
-                "%s ran %.1fs, past its Timeout of %ss: Lambda would have stopped it",
-                function.name,
-                elapsed,
-                function.spec.timeout,
-            )
-    try:
-        return "ok", _lambda_json(result)
-    except MarshalError as exc:
-        return "marshal_error", str(exc)
+#: The events the functions put on EventBridge (local only).
+EVENTS_PATH = "/local/events"
+#: EventBridge's JSON protocol (requests and answers).
+_AMZ_JSON = "application/x-amz-json-1.1"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -726,7 +144,7 @@ class GatewayServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         loaded: dict[str, LoadedFunction],
-        routes: list[_Route],
+        routes: list[Route],
         settings: GatewaySettings,
         table_name: str,
         *,
@@ -741,29 +159,18 @@ class GatewayServer(ThreadingHTTPServer):
         self.console_demo: ConsoleDemo | None = None
         #: The events the functions put (``PutEvents``), listed at ``/local/events``.
         self.event_bus = LocalEventBus()
-        self._environments: ProcessPoolExecutor | None = None
+        self._environments: ExecutionEnvironments | None = None
         # Bound first: the functions' EventBridge endpoint is this server's address.
         super().__init__(address, _RequestHandler)
         environ = {EVENTS_ENDPOINT_ENV: self.base_url, **os.environ}
-        # Lambda runs one invocation at a time per execution environment, each its own process,
-        # and Powertools keeps per-invocation state in module globals (the resolver's
-        # current_event, the metric set, the logger's keys). So do we: `concurrency` worker
-        # processes, each importing every handler once, each running one invocation at a time;
-        # concurrent requests really reach DynamoDB concurrently.
         self.concurrency = concurrency
-        self._environments = ProcessPoolExecutor(
-            max_workers=concurrency,
-            mp_context=get_context("spawn"),  # never fork a process that runs threads
-            initializer=_start_environment,
-            initargs=([function.spec for function in loaded.values()], base_dir, environ),
-        )
-        warm: list[Future[int]] = [self._environments.submit(_warm, index) for index in range(concurrency)]
-        self._warming = warm
+        specs = [function.spec for function in loaded.values()]
+        self._environments = ExecutionEnvironments(specs, base_dir, environ, concurrency)
 
     def server_close(self) -> None:
         super().server_close()
         if self._environments is not None:  # None when binding the address failed
-            self._environments.shutdown(wait=False, cancel_futures=True)
+            self._environments.shutdown()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would call socket.getfqdn(), i.e. a DNS lookup: not needed here.
@@ -776,15 +183,9 @@ class GatewayServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         return f"http://{self.server_name}:{self.server_port}"
 
-    def match(self, method: str, raw_path: str) -> tuple[_Route, dict[str, str]] | None:
+    def match(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]] | None:
         """The most specific route for ``method`` on ``raw_path`` (API Gateway's selection order)."""
-        segments = raw_path.split("/")[1:]
-        candidates = [
-            (route, parameters)
-            for route in self.routes
-            if (parameters := route.match(method, segments)) is not None
-        ]
-        return min(candidates, key=lambda candidate: candidate[0].specificity()) if candidates else None
+        return select_route(self.routes, method, raw_path)
 
     def find_function(self, name: str) -> LoadedFunction | None:
         """A function by logical id, ``Name:$LATEST``, or ARN ending in ``:function:<Name>``."""
@@ -806,172 +207,12 @@ class GatewayServer(ThreadingHTTPServer):
                 raise KeyError(f"no function {function!r}")
             function = found
         assert self._environments is not None, "the server is not bound"
-        outcome, payload = self._environments.submit(
-            _invoke_in_environment, function.name, event, request_id or str(uuid.uuid4())
-        ).result()
-        if outcome == "error":
-            raise FunctionError(payload)
-        if outcome == "marshal_error":
-            raise MarshalError(payload)
-        return json.loads(payload)
+        return self._environments.invoke(function.name, event, request_id or str(uuid.uuid4()))
 
     def wait_until_warm(self) -> None:
         """Block until every execution environment has had its cold start."""
-        for future in self._warming:
-            future.result()
-
-
-# -- the API's documentation: Swagger UI over the committed openapi.json -------------------------
-
-
-def _swagger_asset(name: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        from aws_lambda_powertools.event_handler.openapi import swagger_ui
-
-        return (Path(swagger_ui.__file__).parent / name).read_bytes()
-
-    return read
-
-
-def _openapi_document() -> bytes:
-    return (REPO_ROOT / "openapi.json").read_bytes()
-
-
-def _swagger_page() -> bytes:
-    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
-
-    page = generate_swagger_html(
-        _openapi_document().decode("utf-8"),
-        "/docs/swagger-ui-bundle.min.js",  # Powertools ships the assets: no CDN needed
-        "/docs/swagger-ui.min.css",
-        "/docs",
-        None,
-    )
-    return page.replace("<body>", "<body>\n" + _docs_links(), 1).encode("utf-8")
-
-
-#: The repository's documentation (``docs/*.md``), served as plain text at ``/local/docs/<page>.md``
-#: (local only, like every ``/local/...`` path) and linked above Swagger UI.
-DOCS_DIR = REPO_ROOT / "docs"
-DOCS_PAGES_PREFIX = "/local/docs/"
-_DOCS_PAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.md", re.IGNORECASE)
-
-
-def docs_page(raw_path: str) -> Path | None:
-    """The file of ``docs/`` that ``raw_path`` names (``/local/docs/api.md``), or None: only a plain
-    file name (no ``/``, ``..``, ``%`` or other characters) of a Markdown file that is in ``docs/``."""
-    name = raw_path.removeprefix(DOCS_PAGES_PREFIX)
-    if name == raw_path or not _DOCS_PAGE_NAME.fullmatch(name):
-        return None
-    pages = {page.name: page for page in DOCS_DIR.glob("*.md") if page.is_file()}
-    return pages.get(name)
-
-
-def _docs_links() -> str:
-    names = sorted(
-        (page.name for page in DOCS_DIR.glob("*.md")), key=lambda name: (name != "README.md", name)
-    )
-    links = " | ".join(
-        f'<a href="{DOCS_PAGES_PREFIX}{html.escape(name)}">{html.escape(name)}</a>' for name in names
-    )
-    style = "font-family: sans-serif; padding: 8px 20px"
-    return f'<nav id="docs-pages" style="{style}">Documentation: {links}</nav>'
-
-
-#: Served by the local gateway only (not routes of template.yaml): path -> (content type, body).
-_DOCS: dict[str, tuple[str, Callable[[], bytes]]] = {
-    "/docs": ("text/html; charset=utf-8", _swagger_page),
-    "/openapi.json": ("application/json", _openapi_document),
-    "/docs/swagger-ui-bundle.min.js": ("text/javascript", _swagger_asset("swagger-ui-bundle.min.js")),
-    "/docs/swagger-ui.min.css": ("text/css", _swagger_asset("swagger-ui.min.css")),
-}
-
-
-# -- the demo console: the help article's two screens over this gateway's API (local only) --------
-
-CONSOLE_DIR = Path(__file__).resolve().parent / "console"
-#: The demo's credentials for the console; a local path, never a route of template.yaml.
-DEMO_PATH = "/local/demo"
-#: The events the functions put on EventBridge (local only).
-EVENTS_PATH = "/local/events"
-#: EventBridge's JSON protocol (requests and answers).
-_AMZ_JSON = "application/x-amz-json-1.1"
-#: Path -> (file of CONSOLE_DIR, content type). A fixed list: nothing else of the folder is served.
-_CONSOLE_FILES: dict[str, tuple[str, str]] = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/local/console/console.css": ("console.css", "text/css; charset=utf-8"),
-    "/local/console/console.js": ("console.js", "text/javascript; charset=utf-8"),
-}
-# The browser holds the page to this gateway: nothing from elsewhere (it works offline), no inline
-# script or style.
-_CONSOLE_HEADERS = (
-    ("Cache-Control", "no-cache"),
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-)
-
-
-@dataclass(frozen=True)
-class DemoSite:
-    """One activated site of the demo license and the token its plugin would hold."""
-
-    site: str
-    environment: str
-    activation_token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ConsoleDemo:
-    """The demo license the console shows, as registered with ``PUT /local/demo`` (admin token).
-
-    ``GET /local/demo`` answers :meth:`credentials`: what the page needs to play the portal (a portal
-    JWT for the account, minted on each request so it never runs out) and the plugin of each site
-    (its activation token). Only on this machine's loopback address.
-    """
-
-    license_id: str
-    account_id: str
-    sites: tuple[DemoSite, ...]
-
-    @classmethod
-    def from_json(cls, document: Any) -> ConsoleDemo:
-        """Parse ``{license_id, account_id, sites: [{site, environment, activation_token}]}``; a
-        ValueError names the member that is wrong (never its value: it may be a token)."""
-        if not isinstance(document, dict):
-            raise ValueError("the body must be a JSON object")
-        for name in ("license_id", "account_id"):
-            if not isinstance(document.get(name), str) or not 0 < len(document[name]) <= 256:
-                raise ValueError(f"{name!r} must be a string of 1 to 256 characters")
-        raw_sites = document.get("sites")
-        if not isinstance(raw_sites, list) or not raw_sites:
-            raise ValueError("'sites' must be a non-empty list")
-        sites = []
-        for index, raw in enumerate(raw_sites):
-            members = ("site", "environment", "activation_token")
-            if not isinstance(raw, dict) or not all(isinstance(raw.get(m), str) and raw[m] for m in members):
-                raise ValueError(f"sites[{index}] must have the strings {', '.join(members)}")
-            sites.append(DemoSite(raw["site"], raw["environment"], raw["activation_token"]))
-        return cls(document["license_id"], document["account_id"], tuple(sites))
-
-    def to_json(self) -> dict[str, Any]:
-        """The registration body (``from_json`` reads it back)."""
-        return {
-            "license_id": self.license_id,
-            "account_id": self.account_id,
-            "sites": [
-                {"site": s.site, "environment": s.environment, "activation_token": s.activation_token}
-                for s in self.sites
-            ],
-        }
-
-    def credentials(self, settings: GatewaySettings) -> dict[str, Any]:
-        """What ``GET /local/demo`` answers: the registration plus a fresh portal JWT (one hour)."""
-        return {**self.to_json(), "portal_token": settings.portal_token(self.account_id)}
+        assert self._environments is not None, "the server is not bound"
+        self._environments.wait_until_warm()
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -1153,12 +394,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         if (
             self.command in ("GET", "HEAD")
-            and raw_path in _DOCS
+            and raw_path in DOCS_FILES
             and self.server.match("GET", raw_path) is None
         ):
-            self._send(
-                200, [("Cache-Control", "no-cache")], _DOCS[raw_path][1](), content_type=_DOCS[raw_path][0]
-            )
+            content_type, read = DOCS_FILES[raw_path]
+            self._send(200, [("Cache-Control", "no-cache")], read(), content_type=content_type)
             return
         page = docs_page(raw_path) if self.command in ("GET", "HEAD") else None
         if page is not None and self.server.match("GET", raw_path) is None:
@@ -1182,13 +422,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         if (
             self.command in ("GET", "HEAD")
-            and raw_path in _CONSOLE_FILES
+            and raw_path in CONSOLE_FILES
             and self.server.match("GET", raw_path) is None
         ):
-            file_name, content_type = _CONSOLE_FILES[raw_path]
+            file_name, content_type = CONSOLE_FILES[raw_path]
             # Read on every request: an edit of the page shows on the next reload.
             self._send(
-                200, _CONSOLE_HEADERS, (CONSOLE_DIR / file_name).read_bytes(), content_type=content_type
+                200, CONSOLE_HEADERS, (CONSOLE_DIR / file_name).read_bytes(), content_type=content_type
             )
             return
         invoke_path = _INVOKE_PATH.match(raw_path)
@@ -1204,7 +444,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         route, path_parameters = found
         try:
             authorizer = self._authorize(route.spec)
-        except _Unauthorized as exc:
+        except Unauthorized as exc:
             # Real HTTP APIs answer {"message":"Unauthorized"} when their authorizer rejects a
             # request; the functions' own 401s are problem+json, so locally both look alike.
             self._problem(401, exc.detail, "unauthorized", headers=[("WWW-Authenticate", "Bearer")])
@@ -1225,7 +465,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         try:
             result = self.server.invoke(route.function, event, request_id)
-            status, headers, response_body = _http_response(result)
+            status, headers, response_body = http_response(result)
         except Exception:  # the one legitimate catch-all: a crash becomes a 500
             # API Gateway answers 500 {"message":"Internal Server Error"} when the function fails.
             logger.exception(
@@ -1243,7 +483,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return True
         if _INVOKE_PATH.match(raw_path):
             return True
-        own_pages = raw_path in _DOCS or raw_path in _CONSOLE_FILES
+        own_pages = raw_path in DOCS_FILES or raw_path in CONSOLE_FILES
         return own_pages and self.server.match("GET", raw_path) is None
 
     def _host_is_loopback(self) -> bool:
@@ -1268,8 +508,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._problem(405, detail, "method_not_allowed", headers=[("Allow", "GET, HEAD, PUT")])
             return
         try:
-            _iam_authorizer(self.headers.get("Authorization"), self.server.settings)
-        except _Unauthorized as exc:
+            iam_authorizer(self.headers.get("Authorization"), self.server.settings)
+        except Unauthorized as exc:
             self._problem(401, exc.detail, "unauthorized", headers=[("WWW-Authenticate", "Bearer")])
             return
         try:
@@ -1311,9 +551,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _authorize(self, route: RouteSpec) -> dict[str, Any] | None:
         authorization = self.headers.get("Authorization")
         if route.auth == "jwt":
-            return _jwt_authorizer(authorization, self.server.settings)
+            return jwt_authorizer(authorization, self.server.settings)
         if route.auth == "iam":
-            return _iam_authorizer(authorization, self.server.settings)
+            return iam_authorizer(authorization, self.server.settings)
         return None
 
     def _lambda_error(self, status: int, error_type: str, message: str, request_id: str) -> None:
@@ -1367,7 +607,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # reported to the caller like Lambda does, and logged
             logger.exception("%s failed (request %s)", function.name, request_id)
             error_body = (
-                exc.payload if isinstance(exc, FunctionError) else _lambda_error_payload(exc, request_id)
+                exc.payload if isinstance(exc, FunctionError) else lambda_error_payload(exc, request_id)
             )
             payload = json.dumps(error_body).encode("utf-8")
             headers.append(("X-Amz-Function-Error", "Unhandled"))
@@ -1412,7 +652,7 @@ def build_gateway(
     overrides = {BILLING_ROLE_PARAMETER: settings.billing_role_arn, **(parameter_overrides or {})}
     specs = functions(template, table_name=table_name, parameter_overrides=overrides)
     loaded = load_functions(specs, base_dir)
-    routes: list[_Route] = []
+    routes: list[Route] = []
     seen: dict[str, str] = {}
     for spec in specs:
         for route_spec in spec.routes:
@@ -1422,7 +662,7 @@ def build_gateway(
                     f"and {spec.logical_id}"
                 )
             seen[route_spec.route_key] = spec.logical_id
-            routes.append(_Route.compile(route_spec, loaded[spec.logical_id]))
+            routes.append(Route.compile(route_spec, loaded[spec.logical_id]))
     return GatewayServer(
         (host, port), loaded, routes, settings, table_name, base_dir=base_dir, concurrency=concurrency
     )

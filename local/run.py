@@ -50,17 +50,11 @@ from typing import Any
 from urllib.parse import quote
 
 from local import REPO_ROOT
+from local.apigw import GatewaySettings
 from local.cfn import DEFAULT_LOCAL_TABLE, ensure_table, load_template
 from local.dynamodb_local import DEFAULT_ROOT, DynamoDBLocalError, start
-from local.gateway import (
-    DEMO_PATH,
-    ConsoleDemo,
-    DemoSite,
-    GatewayServer,
-    GatewaySettings,
-    build_gateway,
-    serve_forever,
-)
+from local.gateway import GatewayServer, build_gateway, serve_forever
+from local.pages import DEMO_PATH, ConsoleDemo, DemoSite
 from local.scheduler import Scheduler, scheduled_targets
 from local.streams import StreamReader
 from local.tokens import BILLING_ROLE_ARN_ENV, DEFAULT_BILLING_ROLE_ARN

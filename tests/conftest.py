@@ -34,9 +34,10 @@ from typing import Any
 import boto3
 import pytest
 
+from local.apigw import GatewaySettings
 from local.cfn import ensure_table, load_template
 from local.dynamodb_local import ensure_installed, free_port, start
-from local.gateway import GatewaySettings, build_gateway
+from local.gateway import build_gateway
 from local.tokens import DEFAULT_BILLING_ROLE_ARN, make_portal_token
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from playwright import sync_api  # a dev dependency: `make test` installs it (never skipped)
 
-from local.gateway import ConsoleDemo, GatewaySettings
+from local.apigw import GatewaySettings
+from local.pages import ConsoleDemo
 from local.run import DemoLicense, provision_demo
 from tests.console.browser import CHROMIUM, TIMEOUT_MS, Tab
 from tests.integration.client import unique

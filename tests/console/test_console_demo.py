@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from local.gateway import CONSOLE_DIR, ConsoleDemo
+from local.pages import CONSOLE_DIR, ConsoleDemo
 from local.run import DemoLicense
 from tests.integration.client import Api
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
-from local.gateway import ConsoleDemo, GatewaySettings
+from local.apigw import GatewaySettings
+from local.pages import ConsoleDemo
 from local.run import DemoLicense
 from tests.console.browser import ARTIFACTS, Tab
 from tests.integration.client import Api

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright import sync_api
 
-from local.gateway import ConsoleDemo, GatewaySettings
+from local.apigw import GatewaySettings
+from local.pages import ConsoleDemo
 from local.run import DemoLicense
 from tests.console.browser import ARTIFACTS, Tab
 from tests.integration.client import Api

@@ -20,7 +20,7 @@ import pytest
 from ai_credits import errors
 from local import REPO_ROOT
 from local.cfn import load_template
-from local.gateway import DOCS_DIR, _swagger_page, docs_page
+from local.pages import DOCS_DIR, docs_page, swagger_page
 
 #: A path out of the repository into a sibling folder, spelled so that this file does not contain it.
 OUTSIDE = b"../" + b"shared"
@@ -226,7 +226,7 @@ def test_every_resolved_page_is_inside_docs() -> None:
 
 
 def test_the_swagger_page_links_every_page() -> None:
-    page = _swagger_page().decode("utf-8")
+    page = swagger_page().decode("utf-8")
     assert 'id="swagger-ui"' in page
     for name in PAGES:
         assert f'href="/local/docs/{name}"' in page, name

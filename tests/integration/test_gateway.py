@@ -29,15 +29,10 @@ import boto3
 import jwt
 import pytest
 
+from local.apigw import MAX_BODY_BYTES, GatewaySettings
 from local.cfn import ensure_table, functions, load_template, table_create_kwargs, table_ttl_attribute
-from local.gateway import (
-    MAX_BODY_BYTES,
-    GatewayConfigError,
-    GatewayServer,
-    GatewaySettings,
-    build_gateway,
-    describe,
-)
+from local.environments import GatewayConfigError
+from local.gateway import GatewayServer, build_gateway, describe
 from local.tokens import DEFAULT_ADMIN_TOKEN, DEFAULT_JWT_SECRET, make_portal_token
 
 # --------------------------------------------------------------------------------------------------

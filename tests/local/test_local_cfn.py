@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from local.apigw import Route, claim_string
 from local.cfn import (
     CfnLoader,
     RouteSpec,
@@ -21,7 +22,7 @@ from local.cfn import (
     table_create_kwargs,
     table_ttl_attribute,
 )
-from local.gateway import LoadedFunction, _claim_string, _Route
+from local.environments import LoadedFunction
 
 
 def load(text: str) -> Any:
@@ -314,15 +315,15 @@ def test_what_the_local_reader_cannot_reproduce_is_refused(
 
 
 # --------------------------------------------------------------------------------------------------
-# Route selection and claims (local/gateway.py internals that API Gateway defines)
+# Route selection and claims (local/apigw.py, as API Gateway defines them)
 # --------------------------------------------------------------------------------------------------
 
 
-def _route(method: str, path: str) -> _Route:
-    return _Route.compile(RouteSpec(method, path, "none"), LoadedFunction(None, print, "m", "us-east-1"))  # type: ignore[arg-type]
+def _route(method: str, path: str) -> Route:
+    return Route.compile(RouteSpec(method, path, "none"), LoadedFunction(None, print, "m", "us-east-1"))  # type: ignore[arg-type]
 
 
-def _best(routes: list[_Route], method: str, path: str) -> tuple[str, dict[str, str]] | None:
+def _best(routes: list[Route], method: str, path: str) -> tuple[str, dict[str, str]] | None:
     segments = path.split("/")[1:]
     found = [(route, params) for route in routes if (params := route.match(method, segments)) is not None]
     if not found:
@@ -348,7 +349,7 @@ def test_the_most_specific_route_wins() -> None:
 
 
 def test_claims_are_strings_like_api_gateways() -> None:
-    assert [_claim_string(value) for value in ("a", 3, 1.5, True, ["x", "y"], {"k": 1})] == [
+    assert [claim_string(value) for value in ("a", 3, 1.5, True, ["x", "y"], {"k": 1})] == [
         "a",
         "3",
         "1.5",

@@ -15,8 +15,9 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from local.apigw import GatewaySettings
 from local.eventbridge import EVENTS_ENDPOINT_ENV
-from local.gateway import EVENTS_PATH, GatewayServer, GatewaySettings, build_gateway
+from local.gateway import EVENTS_PATH, GatewayServer, build_gateway
 
 
 @pytest.fixture(scope="module")

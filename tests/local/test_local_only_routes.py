@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from local.apigw import GatewaySettings
 from local.cfn import load_template
-from local.gateway import GatewayConfigError, GatewaySettings, build_gateway
+from local.environments import GatewayConfigError
+from local.gateway import build_gateway
 from tests.integration.client import Answer, Api, unique
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ import boto3
 import pytest
 import requests
 
+from local.apigw import GatewaySettings
 from local.cfn import StreamSpec, ensure_table, load_template
-from local.gateway import GatewaySettings, build_gateway
+from local.gateway import build_gateway
 from local.run import stream_readers
 from local.streams import StreamReader
 
