@@ -436,3 +436,10 @@ def event_bus(monkeypatch: pytest.MonkeyPatch) -> RecordingBus:
     recording = RecordingBus()
     monkeypatch.setattr(bus, "client", lambda: recording)
     return recording
+
+
+# -- make e2e ------------------------------------------------------------------------------------
+# The e2e tier's plugin (the target of the cases marked ``e2e``). Its pytest_configure runs before
+# this module's: it takes what a deployed stack needs from the real environment before
+# ``_apply_fake_aws_env`` replaces it (tests/e2e/plugin.py).
+pytest_plugins = ["tests.e2e.plugin"]

@@ -1,4 +1,9 @@
-"""A small HTTP client for the integration tests (stdlib only, one connection per thread)."""
+"""A small HTTP client for the integration tests (stdlib only, one connection per thread).
+
+The same client drives the e2e tier against a deployed stack (``make e2e``, tests/e2e/target.py):
+an ``https://`` base URL, and admin calls authorized by an :class:`AdminAuth` (SigV4 there, the
+local gateway's bearer token here).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,28 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 ADMIN_TOKEN = "local-admin-token"
+
+
+class AdminAuth(Protocol):
+    """Authorizes a call to the admin (billing) routes."""
+
+    def headers(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+        """The headers to add to a request about to be sent with ``headers`` and ``body``."""
+        ...
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    """The local gateway's admin credential: ``Authorization: Bearer <token>`` (no SigV4 there)."""
+
+    token: str = ADMIN_TOKEN
+
+    def headers(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -25,17 +48,47 @@ class Answer:
 
 
 class Api:
-    """Calls the local gateway like the plugin, the portal and billing do."""
+    """Calls the local gateway (or a deployed stack) like the plugin, the portal and billing do.
 
-    def __init__(self, base_url: str) -> None:
+    ``admin`` authorizes the admin routes (default: the local gateway's bearer token);
+    ``account_id`` is the account licenses are provisioned for unless a test names one;
+    ``id_prefix`` starts every id :meth:`unique` makes (``e2e-`` on a deployed stack).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        admin: AdminAuth | None = None,
+        account_id: str = "acct-1",
+        id_prefix: str = "",
+    ) -> None:
         parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.scheme = parts.scheme or "http"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.admin: AdminAuth = admin or BearerAuth()
+        self.account_id = account_id
+        self.id_prefix = id_prefix
         self._local = threading.local()
+
+    @property
+    def origin(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return f"{self.scheme}://{self.host}" + ("" if self.port == default else f":{self.port}")
+
+    def unique(self, prefix: str) -> str:
+        """A unique id under this client's ``id_prefix`` (data a test leaves behind is findable)."""
+        return unique(f"{self.id_prefix}{prefix}")
 
     def _connection(self) -> http.client.HTTPConnection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            if self.scheme == "https":
+                connection = http.client.HTTPSConnection(self.host, self.port, timeout=30)
+            else:
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
             self._local.connection = connection
         return connection
 
@@ -48,7 +101,10 @@ class Api:
         raw: bytes | str | None = None,
         headers: dict[str, str] | None = None,
         token: str | None = None,
+        admin: bool = False,
     ) -> Answer:
+        """One request; ``admin=True`` authorizes it with :attr:`admin` (after the other headers:
+        a signature covers them)."""
         sent = {"content-type": "application/json", **(headers or {})}
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
@@ -59,10 +115,13 @@ class Api:
             payload = json.dumps(body).encode()
         else:
             payload = None
+        target = self.base_path + path
+        if admin:
+            sent.update(self.admin.headers(method, self.origin + target, payload, sent))
         for attempt in range(2):  # a kept-alive connection the server closed: reconnect once
             connection = self._connection()
             try:
-                connection.request(method, path, body=payload, headers=sent)
+                connection.request(method, target, body=payload, headers=sent)
                 response = connection.getresponse()
                 data = response.read()
                 break
@@ -81,7 +140,7 @@ class Api:
     def provision(self, license_id: str, **fields: Any) -> Answer:
         body = {
             "license_key": f"key-{license_id}",
-            "account_id": "acct-1",
+            "account_id": self.account_id,
             "plan": "single-site",
             "site_limit": 1,
             "credits_per_term": 1000,
@@ -91,12 +150,7 @@ class Api:
             "expires_at": "2027-11-01T00:00:00Z",
             **fields,
         }
-        return self.call(
-            "PUT",
-            f"/v1/admin/licenses/{license_id}",
-            body,
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
+        return self._admin("PUT", f"/v1/admin/licenses/{license_id}", body)
 
     def activate(
         self, license_key: str, site_url: str, environment: str = "production", **fields: Any
@@ -134,7 +188,7 @@ class Api:
         return self._admin("POST", f"/v1/admin/licenses/{license_id}/refunds", body)
 
     def _admin(self, method: str, path: str, body: Any) -> Answer:
-        return self.call(method, path, body, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        return self.call(method, path, body, admin=True)
 
     # -- the portal (``token`` is a portal JWT) ---------------------------------------------------
 

@@ -1,5 +1,8 @@
 """Every route of the plugin's path and every error code, over HTTP through the local gateway
-(payload 2.0, as API Gateway hands it over) on DynamoDB Local."""
+(payload 2.0, as API Gateway hands it over) on DynamoDB Local.
+
+The cases marked ``e2e`` touch nothing but HTTP: ``make e2e`` runs them against a deployed stack
+too (tests/e2e/plugin.py picks the target; ids start with ``e2e-`` there)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ import pytest
 from tests.integration.client import Api, unique
 
 
-@pytest.fixture(scope="module")
-def api(gateway: str) -> Api:
-    return Api(gateway)
+@pytest.fixture
+def api(target_api: Api) -> Api:
+    """The local gateway, or the deployed stack for an ``e2e`` case under ``make e2e``."""
+    return target_api
 
 
 @pytest.fixture
 def license_key(api: Api) -> str:
-    license_id = unique("lic")
+    license_id = api.unique("lic")
     key = f"key-{license_id}"
     assert api.provision(license_id, license_key=key).status == 201
     return key
@@ -35,12 +39,14 @@ def _is_problem(answer, status: int, code: str) -> None:
     assert answer.body["status"] == status
 
 
+@pytest.mark.e2e
 def test_the_walk_through(api: Api):
-    license_id = unique("lic")
-    created = api.provision(license_id, license_key="AGG-1111-2222", credits_per_term=500)
+    license_id = api.unique("lic")
+    key = api.unique("AGG")  # a fixed key would be another license's on a shared stack
+    created = api.provision(license_id, license_key=key, credits_per_term=500)
     assert created.status == 201
 
-    activation = api.activate("AGG-1111-2222", "https://WWW.Example-Walk.com/blog/")
+    activation = api.activate(key, "https://WWW.Example-Walk.com/blog/")
     assert activation.status == 201
     assert activation.body["site"] == "example-walk.com/blog"
     token = activation.body["activation_token"]
@@ -57,13 +63,15 @@ def test_the_walk_through(api: Api):
     _is_problem(api.balance(token), 401, "unauthorized")
 
 
+@pytest.mark.e2e
 def test_provision_update_is_200(api: Api):
-    license_id = unique("lic")
+    license_id = api.unique("lic")
     assert api.provision(license_id).status == 201
     assert api.provision(license_id).status == 200
 
 
 def test_admin_routes_need_the_admin_token(api: Api):
+    # Local only: on a deployed stack IAM refuses an unsigned call before the function (403).
     answer = api.call(
         "PUT", f"/v1/admin/licenses/{unique('lic')}", {}, headers={"authorization": "Bearer nope"}
     )
@@ -71,25 +79,29 @@ def test_admin_routes_need_the_admin_token(api: Api):
     _is_problem(api.call("PUT", f"/v1/admin/licenses/{unique('lic')}", {}), 401, "unauthorized")
 
 
+@pytest.mark.e2e
 def test_malformed_json_is_400(api: Api, token: str):
     _is_problem(api.call("POST", "/v1/consume", raw="{nope", token=token), 400, "malformed_json")
     _is_problem(api.call("POST", "/v1/activations", raw="[1,"), 400, "malformed_json")
 
 
+@pytest.mark.e2e
 def test_unauthorized_is_401(api: Api):
     _is_problem(api.call("GET", "/v1/balance"), 401, "unauthorized")
     _is_problem(api.call("POST", "/v1/consume", {"amount": 1, "request_id": "r"}), 401, "unauthorized")
     _is_problem(api.call("DELETE", "/v1/activations/current", token="act1.x.y"), 401, "unauthorized")
 
 
+@pytest.mark.e2e
 def test_insufficient_credits_is_402_with_remaining(api: Api, token: str):
     answer = api.consume(token, 1001)
     _is_problem(answer, 402, "insufficient_credits")
     assert answer.body["remaining"] == 1000
 
 
+@pytest.mark.e2e
 def test_license_expired_is_403_for_consume_and_activate_but_balance_reads(api: Api):
-    license_id = unique("lic")
+    license_id = api.unique("lic")
     key = f"key-{license_id}"
     api.provision(license_id, license_key=key)
     token = api.activate(key, f"{unique('site')}.com").body["activation_token"]
@@ -100,15 +112,22 @@ def test_license_expired_is_403_for_consume_and_activate_but_balance_reads(api: 
     assert api.balance(token).body["license"]["status"] == "expired"
 
 
-def test_not_found_is_404(api: Api):
-    _is_problem(api.activate("unknown-key", "example.com"), 404, "not_found")
+@pytest.mark.e2e
+def test_an_unknown_license_key_is_404(api: Api):
+    _is_problem(api.activate(api.unique("unknown-key"), "example.com"), 404, "not_found")
+
+
+def test_an_unknown_route_is_404(api: Api):
+    # Local only: a deployed HTTP API answers an unknown route itself ({"message": "Not Found"}).
     _is_problem(api.call("GET", "/v1/nothing-here"), 404, "not_found")
 
 
+@pytest.mark.e2e
 def test_activation_limit_reached_is_409(api: Api, license_key: str, token: str):
     _is_problem(api.activate(license_key, f"{unique('other')}.com"), 409, "activation_limit_reached")
 
 
+@pytest.mark.e2e
 def test_idempotency(api: Api, token: str):
     first = api.consume(token, 7, "same-id")
     replay = api.consume(token, 7, "same-id")
@@ -117,6 +136,7 @@ def test_idempotency(api: Api, token: str):
     assert api.balance(token).body["site"]["used"] == 7
 
 
+@pytest.mark.e2e
 def test_validation_error_is_422_with_errors(api: Api, token: str):
     for amount in (5.0, "5", True, 0, 1_000_001):
         answer = api.consume(token, amount)
@@ -127,6 +147,7 @@ def test_validation_error_is_422_with_errors(api: Api, token: str):
     assert api.balance(token).body["site"]["used"] == 0
 
 
+@pytest.mark.e2e
 def test_balance_etag_and_304(api: Api, token: str):
     first = api.balance(token)
     etag = first.headers["etag"]
@@ -135,8 +156,9 @@ def test_balance_etag_and_304(api: Api, token: str):
     assert api.balance(token, **{"if-none-match": etag}).status == 200
 
 
+@pytest.mark.e2e
 def test_network_sub_sites_spend_from_the_network(api: Api):
-    license_id = unique("lic")
+    license_id = api.unique("lic")
     key = f"key-{license_id}"
     api.provision(license_id, license_key=key, credits_per_term=100)
     token = api.activate(key, f"{unique('net')}.org", network=True).body["activation_token"]
