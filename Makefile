@@ -21,12 +21,13 @@ DYNAMODB_LOCAL_JAR := .local/dynamodb-local/DynamoDBLocal.jar
 # apt-get needs root; use sudo when not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help setup run test unit lint lock requirements check-requirements sam soak bench audit openapi clean java chromium php dynamodb-local
+.PHONY: help setup run test unit e2e lint lock requirements check-requirements sam soak bench audit openapi clean java chromium php dynamodb-local
 
 help:
 	@echo "make run    serve the API on http://127.0.0.1:$(PORT) (DynamoDB Local, data in .local/)"
 	@echo "make test   make lint, then the whole test suite (tests/)"
 	@echo "make unit   the rules and the handlers on moto (tests/unit, tests/handlers), on every core"
+	@echo "make e2e    the black-box HTTP cases against a deployed stack (STACK_NAME=..., AWS credentials)"
 	@echo "make lint   ruff, mypy, sam validate --lint, shared/requirements.txt against uv.lock"
 	@echo "make lock   after editing dependencies: update uv.lock (and tools/sam/uv.lock), shared/requirements.txt"
 	@echo "make soak   the model-based test at length (2000 examples of up to 50 steps)"
@@ -118,6 +119,15 @@ test: setup lint
 # The quick tier, for a change to a rule: no Java, no DynamoDB Local, no lint.
 unit: $(VENV_STAMP)
 	$(VENV_PYTHON) -m pytest -q -n auto --dist worksteal tests/unit tests/handlers
+
+# The cases marked e2e (tests/integration/test_api.py, tests/e2e) against a deployed stack: its
+# ApiUrl output (or E2E_BASE_URL), admin calls signed with the caller's AWS credentials, the portal
+# cases with E2E_PORTAL_TOKEN (skipped without). docs/operators.md, "Against a deployed stack".
+e2e: $(VENV_STAMP)
+	@[ -n "$(STACK_NAME)$(E2E_BASE_URL)" ] || { \
+	  echo "make e2e needs STACK_NAME=<the deployed stack's name> (or E2E_BASE_URL=<the API's base URL>)" >&2; exit 2; }
+	STACK_NAME="$(STACK_NAME)" E2E_BASE_URL="$(E2E_BASE_URL)" E2E_TARGET=stack \
+	  $(VENV_PYTHON) -m pytest -m e2e tests/integration/test_api.py tests/e2e
 
 soak: setup
 	HYPOTHESIS_PROFILE=soak $(VENV_PYTHON) -m pytest -q tests/model
