@@ -105,6 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
     global _external_dynamodb_endpoint
     _external_dynamodb_endpoint = os.environ.get(_ENDPOINT_VAR) or None
     _apply_fake_aws_env()
+    # moto adds its request stubber to botocore's built-in handlers when it is imported, and a
+    # botocore session takes those handlers when it is made: import it before the rules package
+    # makes its one session (ai_credits.store.botocore_session), or moto could never intercept
+    # that session's clients. The stubber passes every request through while no mock is on.
+    importlib.import_module("moto.core.models")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
