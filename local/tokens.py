@@ -2,7 +2,7 @@
 
 In AWS, API Gateway checks the portal's JWTs (JWT authorizer) and the billing system's SigV4
 signatures (IAM), and the provision function accepts only a session of the billing role
-(``BILLING_ROLE_ARN``). Locally, :mod:`local.gateway` accepts HS256 tokens signed with
+(``BILLING_ROLE_ARN``). Locally, :mod:`local.apigw` accepts HS256 tokens signed with
 ``LOCAL_JWT_SECRET`` and a shared ``LOCAL_ADMIN_TOKEN``, which stands for a session of
 ``BILLING_ROLE_ARN`` (default :data:`DEFAULT_BILLING_ROLE_ARN`, also what the functions get); all
 have well-known defaults that are only good on a developer's machine.
