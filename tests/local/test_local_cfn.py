@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from local.apigw import Route, claim_string
+from local.apigw import Route, claim_string, select_route
 from local.cfn import (
     CfnLoader,
     RouteSpec,
@@ -324,12 +324,9 @@ def _route(method: str, path: str) -> Route:
 
 
 def _best(routes: list[Route], method: str, path: str) -> tuple[str, dict[str, str]] | None:
-    segments = path.split("/")[1:]
-    found = [(route, params) for route in routes if (params := route.match(method, segments)) is not None]
-    if not found:
-        return None
-    route, params = min(found, key=lambda item: item[0].specificity())
-    return route.spec.route_key, params
+    """The route key and parameters the gateway's selection picks."""
+    found = select_route(routes, method, path)
+    return None if found is None else (found[0].spec.route_key, found[1])
 
 
 def test_the_most_specific_route_wins() -> None:
