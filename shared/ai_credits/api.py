@@ -78,11 +78,26 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+#: What an integer literal longer than Python converts (``sys.get_int_max_str_digits()``, 4,300
+#: digits) is read as: valid JSON, so not a 400, and beyond every range of the contract, so the
+#: 422 every other out-of-range number gets. Never echoed (validation errors echo no input).
+BEYOND_EVERY_RANGE = 10**100
+
+
+def _parse_int(literal: str) -> int:
+    try:
+        return int(literal)
+    except ValueError:  # the JSON grammar let only digits through: it is the length limit
+        return -BEYOND_EVERY_RANGE if literal.startswith("-") else BEYOND_EVERY_RANGE
+
+
 def strict_json_loads(text: str) -> Any:
     """``json.loads`` that refuses what RFC 8259 refuses (NaN, Infinity) and duplicate keys,
     so that two readers of one body can never see two different requests."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_int=_parse_int, object_pairs_hook=_no_duplicate_keys
+        )
     except ValueError as error:
         if isinstance(error, json.JSONDecodeError):
             raise
