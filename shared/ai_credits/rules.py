@@ -26,6 +26,7 @@ __all__ = [
     "InvalidSiteUrl",
     "OverAllocated",
     "Renewal",
+    "balance_alerts",
     "carry_over",
     "classify_environment",
     "grant_remaining",
@@ -352,11 +353,19 @@ def site_alerts(site: Site, low_balance_percent: int) -> list[dict[str, Any]]:
     """Rule 13: an active site is ``credits_exhausted`` when ``allocated > 0`` and nothing
     remains, ``credits_low`` when ``0 < remaining <= allocated * percent / 100`` (0 turns it
     off; exhausted is not also low)."""
-    if not site.active or site.allocated <= 0:
+    return balance_alerts(site.active, site.allocated, site.remaining, low_balance_percent)
+
+
+def balance_alerts(
+    active: bool, allocated: int, remaining: int, low_balance_percent: int
+) -> list[dict[str, Any]]:
+    """``site_alerts`` on a site's figures: for a view that shows figures the site item does not
+    hold yet (an Apply's answer), without copying the site to hold them."""
+    if not active or allocated <= 0:
         return []
-    if site.remaining == 0:
+    if remaining == 0:
         return [{"code": "credits_exhausted"}]
-    if low_balance_percent and site.remaining * 100 <= site.allocated * low_balance_percent:
+    if low_balance_percent and remaining * 100 <= allocated * low_balance_percent:
         return [{"code": "credits_low", "threshold_percent": low_balance_percent}]
     return []
 
