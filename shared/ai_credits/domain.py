@@ -20,7 +20,8 @@ class PendingRenewal:
     While it is pending, the sites move to the new term one batch at a time (each site's
     ``term_start`` says which term its counters belong to); readers show the new term for
     every site, and writes that change the license's totals wait (503) until it finishes.
-    ``allocations`` lists the new term's non-zero allocations (the others are 0). Credits carried
+    ``allocations`` lists the new term's non-zero allocations (the others are 0) and a single-site
+    license's live site even at 0 (the carried credits go to it). Credits carried
     over (rule 10) are not in these figures: they depend on what the ended term's sites spend
     until they move, so ``finish`` adds them, exactly, when every site has moved.
     """

@@ -249,6 +249,9 @@ class Renewal:
     unallocated: int
     needs_allocation: bool
     dropped: tuple[str, ...]  # inactive sites: they leave the view when their term ends
+    # A single-site license's live site, given the term's credits (rule 1) and, at the finish, the
+    # credits carried over (rule 10): None for a multi-site license or one still to allocate.
+    live_site: str | None = None
 
 
 def plan_renewal(license_: License, sites: Sequence[Site], now: str) -> Renewal:
@@ -264,12 +267,14 @@ def plan_renewal(license_: License, sites: Sequence[Site], now: str) -> Renewal:
     allocations = {site.site: 0 for site in active}
     credits = license_.credits_per_term
     needs_allocation = license_.needs_allocation
+    live_site = None
     if license_.plan == "multi-site":
         needs_allocation = bool(active)
     elif not needs_allocation:
         live = [site for site in active if site.environment == "live"]
         if live:
-            allocations[live[0].site] = credits
+            live_site = live[0].site
+            allocations[live_site] = credits
     return Renewal(
         term_start=term_start,
         term_end=term_end,
@@ -277,6 +282,7 @@ def plan_renewal(license_: License, sites: Sequence[Site], now: str) -> Renewal:
         unallocated=credits - sum(allocations.values()),
         needs_allocation=needs_allocation,
         dropped=tuple(sorted(site.site for site in sites if not site.active)),
+        live_site=live_site,
     )
 
 

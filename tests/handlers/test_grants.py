@@ -139,6 +139,25 @@ def test_rule10_the_worked_example_carries_300_into_a_term_of_1300(
     assert operator.audit(["lic-w"]) == {}
 
 
+@pytest.mark.parametrize("credits_per_term", [0, 1000])
+def test_rule10_a_single_site_license_of_any_term_credits_carries_onto_its_live_site(
+    provision, activate, grant, balance, credits_per_term
+):
+    """Rule 1 on the carried credits, also when the plan's own credits are 0 (a license sold for
+    top-ups only): the live site was activated after a staging site, and gets them all."""
+    provision("lic-0", license_key="key-0-secret", expires_at=PAID, credits_per_term=credits_per_term)
+    assert activate("key-0-secret", "staging.example.org", "staging").status == 201
+    token = activate("key-0-secret", "shop.example.org").body["activation_token"]
+    grant("lic-0", credits=5, expires_at=TWO_YEARS)
+
+    assert renew({"license_id": "lic-0", "time": "2027-11-01T01:00:00Z"})["renewed"] == ["lic-0"]
+
+    view = balance(token).body
+    assert (view["license"]["credits_total"], view["license"]["unallocated"]) == (credits_per_term + 5, 0)
+    assert (view["site"]["site"], view["site"]["allocated"]) == ("shop.example.org", credits_per_term + 5)
+    assert operator.audit(["lic-0"]) == {}
+
+
 def test_rule10_grants_of_several_expiries_carry_only_what_outlives_the_next_term(
     provision, activate, consume, grant, portal
 ):

@@ -64,7 +64,13 @@ def _decide(license_: License, sites: list[Site], now: str) -> PendingRenewal:
         credits_total=license_.credits_per_term,
         unallocated=renewal.unallocated,
         needs_allocation=renewal.needs_allocation,
-        allocations={site: credits for site, credits in renewal.allocations.items() if credits},
+        # The non-zero allocations, and the live site's even at 0 (credits_per_term 0): _finish
+        # gives it the carried credits.
+        allocations={
+            site: credits
+            for site, credits in renewal.allocations.items()
+            if credits or site == renewal.live_site
+        },
     )
 
 
@@ -125,7 +131,8 @@ def _finish(license_: License, sites: list[Site], grants: list[Grant], now: str)
         used,
         renewal.term_start,
     )
-    # Rule 1 on the carried credits: a single-site license's live site gets them too.
+    # Rule 1 on the carried credits: a single-site license's live site gets them too. Its
+    # allocations name that site only (_decide), even when the term's own credits are 0.
     live_site = next(iter(renewal.allocations), None) if license_.plan == "single-site" else None
     store.finish_renewal(
         license_,
