@@ -35,7 +35,7 @@ import boto3
 import pytest
 
 from local.apigw import GatewaySettings
-from local.cfn import ensure_table, load_template
+from local.cfn import ensure_table, load_template, table_create_kwargs, table_ttl_attribute
 from local.dynamodb_local import ensure_installed, free_port, start
 from local.gateway import build_gateway
 from local.tokens import DEFAULT_BILLING_ROLE_ARN, make_portal_token
@@ -219,7 +219,16 @@ def moto_table(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Ite
         _moto.start()
     else:
         BackendDict.reset()
-    ensure_table(_store_client(), TEST_TABLE_NAME, template)
+    # The template's table, made directly: on an empty moto it is ACTIVE at once, so
+    # ensure_table's waiting and checking (its describes) would only double the setup.
+    client = _store_client()
+    client.create_table(**table_create_kwargs(template, TEST_TABLE_NAME))
+    ttl_attribute = table_ttl_attribute(template)
+    if ttl_attribute is not None:
+        client.update_time_to_live(
+            TableName=TEST_TABLE_NAME,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute},
+        )
     yield TEST_TABLE_NAME
     _reset_store_clients()
 
