@@ -88,7 +88,11 @@ NORMALIZED = cases(
     ("given www before IDN then dropped", "www.bücher.de", "xn--bcher-kva.de"),
     ("given fullwidth letters then ASCII", "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "example.com"),
     ("given ideographic full stop then a dot", "example。com", "example.com"),
-    ("given eszett then IDNA 2003 mapping", "straße.de", "strasse.de"),
+    # UTS #46 non-transitional, as browsers and WordPress: the deviation characters are kept.
+    ("given eszett then punycoded not mapped to ss", "straße.de", "xn--strae-oqa.de"),
+    ("given final sigma then punycoded not mapped to sigma", "ς.gr", "xn--3xa.gr"),
+    ("given uppercase eszett then folded to eszett", "STRAẞE.de", "xn--strae-oqa.de"),
+    ("given a symbol browsers accept then punycode", "☃.net", "xn--n3h.net"),
     # Query and fragment dropped; path kept otherwise.
     ("given query and fragment then dropped", "https://example.com/blog/?p=1#top", "example.com/blog"),
     ("given query without path then dropped", "https://example.com?x=1", "example.com"),
