@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from functools import cache
@@ -39,8 +40,19 @@ def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: its alphabet only (the standard decoder skips other characters)
+    and the canonical spelling only (the last character's unused bits zero), so that one token
+    or cursor has exactly one text; anything else raises ``binascii.Error``."""
+    if not _BASE64URL.fullmatch(text):
+        raise binascii.Error("not base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64encode(raw) != text:
+        raise binascii.Error("not the canonical base64url spelling")
+    return raw
 
 
 _LICENSE_KEY_DOMAIN = b"ai-credits/license-key\x00"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -255,6 +256,33 @@ def test_a_tampered_secret_does_not_match():
     prefix, activation, secret = token.split(".")
     tampered = parse_activation_token(f"{prefix}.{activation}.{secret[::-1]}")
     assert tampered is None or not tampered.matches(token_hash)
+
+
+def _respelled(text: str, index: int, alphabet_step: int) -> str:
+    """``text`` with the base64url character at ``index`` moved ``alphabet_step`` places."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    moved = alphabet[(alphabet.index(text[index]) + alphabet_step) % 64]
+    return text[:index] + moved + text[index + 1 :]
+
+
+def test_a_token_has_one_spelling_only():
+    """The secret's 43 characters carry 2 unused bits: a last character differing only there
+    decodes to the same secret with a lenient decoder. Such a spelling, or characters outside
+    base64url that a lenient decoder skips, is not a token."""
+    token, token_hash = new_activation_token("lic-1", "a.com")
+    prefix, activation, secret = token.split(".")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(secret[-1])
+    same_bytes = _respelled(secret, len(secret) - 1, 1 if last % 4 == 0 else -1)  # only the unused bits
+    assert base64.urlsafe_b64decode(same_bytes + "=") == base64.urlsafe_b64decode(secret + "=")
+    for spelling in (
+        f"{prefix}.{activation}.{same_bytes}",
+        f"{prefix}.{activation}.{secret[:20]}%{secret[20:]}",
+        f"{prefix}.{activation}.{secret[:20]}+{secret[21:]}",
+        f"{prefix}.{activation[:4]}!{activation[4:]}.{secret}",
+    ):
+        assert parse_activation_token(spelling) is None, spelling
+    parsed = parse_activation_token(token)
+    assert parsed is not None and parsed.matches(token_hash)
 
 
 @pytest.mark.parametrize(
