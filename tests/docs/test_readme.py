@@ -61,17 +61,6 @@ def _walk_through_script(base_url: str) -> str:
     return "set -euo pipefail\n" + block.replace(RUN_ADDRESS, base_url)
 
 
-def _json_documents(text: str) -> list[object]:
-    """The JSON documents curl printed one after the other (curl adds no newline)."""
-    decoder, documents, at = json.JSONDecoder(), [], 0
-    while at < len(text.rstrip()):
-        document, at = decoder.raw_decode(text, at)
-        documents.append(document)
-        while at < len(text) and text[at].isspace():
-            at += 1
-    return documents
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the walk-through is curl commands")
 def test_the_walk_through_runs_as_written(gateway: str) -> None:
@@ -87,7 +76,8 @@ def test_the_walk_through_runs_as_written(gateway: str) -> None:
             env={**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
         assert done.returncode == 0, done.stderr
-        provisioned, consumed, balance = _json_documents(done.stdout)
+        # One answer per line (the README's curls end each with a newline), each JSON.
+        provisioned, consumed, balance = (json.loads(line) for line in done.stdout.splitlines())
         assert provisioned["license_id"] == "lic-readme"
         assert provisioned["credits_total"] == 1000
         assert "license_key" not in provisioned
