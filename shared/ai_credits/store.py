@@ -408,8 +408,9 @@ def client() -> DynamoDBClient:
 @cache
 def botocore_session() -> BotocoreSession:
     """The process's botocore session: it loads and keeps the service models, so a client made
-    again from it (``reset_clients``) costs about 2 ms instead of about 40 ms. Endpoint, region
-    and credentials are read from the environment when a client is made."""
+    again from it (``reset_clients``) costs about 2 ms instead of about 40 ms. Endpoint and
+    region are read from the environment when a client is made; credentials once, by the session
+    (as the one client of a container keeps them anyway)."""
     from botocore.session import Session
 
     with permanent():
