@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,8 +36,9 @@ import pytest
 from local.apigw import GatewaySettings
 from local.cfn import ensure_table, load_template, table_create_kwargs, table_ttl_attribute
 from local.dynamodb_local import ensure_installed, free_port, start
-from local.gateway import build_gateway
+from local.gateway import GatewayServer, build_gateway
 from local.tokens import DEFAULT_BILLING_ROLE_ARN, make_portal_token
+from tests.serving import served
 
 TESTS_DIR = Path(__file__).resolve().parent
 TEST_TABLE_NAME = "ai-credits-test"
@@ -298,30 +298,32 @@ def gateway(
     read it whenever their client is (re)built; ``moto_table`` removes it for its own tests. The
     environment is restored at the end of the session.
     """
-    saved_environ = dict(os.environ)
+    saved_endpoint = os.environ.get(_ENDPOINT_VAR)
     os.environ[_ENDPOINT_VAR] = dynamodb_local
     _reset_store_clients()
     _ensure_local_table(dynamodb_local, template)
-    server = build_gateway(
-        template,
-        "127.0.0.1",
-        0,
-        gateway_settings,
-        table_name=TEST_TABLE_NAME,
-        concurrency=GATEWAY_CONCURRENCY,
-    )
-    server.wait_until_warm()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+
+    def build() -> GatewayServer:
+        server = build_gateway(
+            template,
+            "127.0.0.1",
+            0,
+            gateway_settings,
+            table_name=TEST_TABLE_NAME,
+            concurrency=GATEWAY_CONCURRENCY,
+        )
+        server.wait_until_warm()
+        return server
+
     try:
-        yield server.base_url
+        with served(build, poll_interval=0.1) as server:
+            yield server.base_url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
         _reset_store_clients()
-        os.environ.clear()
-        os.environ.update(saved_environ)
+        if saved_endpoint is None:
+            os.environ.pop(_ENDPOINT_VAR, None)
+        else:
+            os.environ[_ENDPOINT_VAR] = saved_endpoint
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ and, like its other local-only routes, only for a loopback Host. A real boto3 cl
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,18 +17,16 @@ from botocore.exceptions import ClientError
 from local.apigw import GatewaySettings
 from local.eventbridge import EVENTS_ENDPOINT_ENV
 from local.gateway import EVENTS_PATH, GatewayServer, build_gateway
+from tests.serving import served
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GatewayServer]:
     no_function = {"Resources": {"Table": {"Type": "AWS::DynamoDB::Table"}}}
-    server = build_gateway(no_function, "127.0.0.1", 0, GatewaySettings(), concurrency=1)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with served(
+        lambda: build_gateway(no_function, "127.0.0.1", 0, GatewaySettings(), concurrency=1)
+    ) as server:
+        yield server
 
 
 @pytest.fixture

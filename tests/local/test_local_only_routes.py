@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import socket
 import textwrap
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from local.cfn import load_template
 from local.environments import GatewayConfigError
 from local.gateway import build_gateway
 from tests.integration.client import Answer, Api, unique
+from tests.serving import served
 
 pytestmark = pytest.mark.integration
 
@@ -270,22 +269,13 @@ def test_the_functions_get_the_billing_role_the_admin_token_stands_for(tmp_path:
     (tmp_path / "admin" / "app.py").write_text(textwrap.dedent(ADMIN_APP))
     (tmp_path / "template.yaml").write_text(ADMIN_TEMPLATE)
     settings = GatewaySettings(billing_role_arn="arn:aws:iam::210987654321:role/billing/ops/Billing-Export")
-    saved_environ = dict(os.environ)
-    server = build_gateway(
-        load_template(tmp_path / "template.yaml"), "127.0.0.1", 0, settings, base_dir=tmp_path, concurrency=1
-    )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    template = load_template(tmp_path / "template.yaml")
+    with served(
+        lambda: build_gateway(template, "127.0.0.1", 0, settings, base_dir=tmp_path, concurrency=1)
+    ) as server:
         answer = Api(server.base_url).call(
             "PUT", "/v1/admin/things", {}, headers={"authorization": f"Bearer {settings.admin_token}"}
         )
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        os.environ.clear()
-        os.environ.update(saved_environ)
 
     assert answer.status == 200, answer.body
     assert answer.body == {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import textwrap
 import threading
 import time
@@ -26,6 +25,7 @@ from local.cfn import StreamSpec, ensure_table, load_template
 from local.gateway import build_gateway
 from local.run import stream_readers
 from local.streams import StreamReader
+from tests.serving import served
 
 pytestmark = pytest.mark.integration
 
@@ -382,25 +382,25 @@ def test_make_run_hands_the_stream_to_the_function_in_its_environment_and_keeps_
     ensure_table(dynamodb, table, template)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
     monkeypatch.delenv("AWS_ENDPOINT_URL_EVENTBRIDGE", raising=False)
-    saved_environ = dict(os.environ)
-    server = build_gateway(
-        template, "127.0.0.1", 0, GatewaySettings(), base_dir=tmp_path, table_name=table, concurrency=1
-    )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     try:
-        (stream_reader,) = stream_readers(server, dynamodb, table, tmp_path / "data")
-        write(dynamodb, table, "a", "b")
-        assert stream_reader.drain() == 2
-        with requests.Session() as session:
-            session.trust_env = False
-            events = session.get(f"{server.base_url}/local/events", timeout=30).json()["events"]
+        with served(
+            lambda: build_gateway(
+                template,
+                "127.0.0.1",
+                0,
+                GatewaySettings(),
+                base_dir=tmp_path,
+                table_name=table,
+                concurrency=1,
+            )
+        ) as server:
+            (stream_reader,) = stream_readers(server, dynamodb, table, tmp_path / "data")
+            write(dynamodb, table, "a", "b")
+            assert stream_reader.drain() == 2
+            with requests.Session() as session:
+                session.trust_env = False
+                events = session.get(f"{server.base_url}/local/events", timeout=30).json()["events"]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        os.environ.clear()
-        os.environ.update(saved_environ)
         dynamodb.delete_table(TableName=table)
 
     (event,) = [event for event in events if event["detail_type"] == "Records Seen"]
